@@ -1,0 +1,148 @@
+"""The unit's configuration: one TOML file, validated completely at start-up.
+
+An unknown key, a wrong type or a missing roster directory is a `ConfigError` whose message is one
+line naming the key and the reason, so the journal tells IT exactly what to fix. Nothing in the
+configuration can start a recording (P1): it has no such key.
+"""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_PATH = Path("/etc/classcam/classcam.toml")
+
+# The protocol's wording: the camera records video and audio, for the teacher's own professional
+# development and training only.
+START_NOTICE_EN = (
+    "This classroom camera is now recording video and audio, for the teacher's own "
+    "professional development and training only."
+)
+START_NOTICE_CY = (
+    "Mae camera'r ystafell ddosbarth hon yn recordio fideo a sain nawr, at ddiben datblygiad "
+    "proffesiynol a hyfforddiant yr athro yn unig."
+)
+STOP_NOTICE_EN = "The classroom camera has stopped recording."
+STOP_NOTICE_CY = "Mae camera'r ystafell ddosbarth wedi stopio recordio."
+DISCARD_NOTICE_EN = "The last recording has been discarded."
+DISCARD_NOTICE_CY = "Mae'r recordiad olaf wedi'i ddileu."
+
+
+# TOML has no path type: paths are the one place a string converts (strict mode refuses "90" for 90).
+FilePath = Annotated[Path, Field(strict=False)]
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; `str()` is one line naming the key and the reason."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DeviceConfig(_Section):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    roster_dir: FilePath = Path("/etc/classcam/teachers.d")
+    state_dir: FilePath = Path("/var/lib/classcam")
+    runtime_dir: FilePath = Path("/run/classcam")
+
+
+class RecordingConfig(_Section):
+    max_minutes: float = Field(default=90, gt=0, le=24 * 60)
+    arm_timeout_s: float = Field(default=60, gt=0, le=600)
+
+
+class NoticeConfig(_Section):
+    languages: list[Literal["en", "cy"]] = Field(default=["en", "cy"], min_length=1)
+    start_en: str = Field(default=START_NOTICE_EN, min_length=1)
+    start_cy: str = Field(default=START_NOTICE_CY, min_length=1)
+    stop_en: str = Field(default=STOP_NOTICE_EN, min_length=1)
+    stop_cy: str = Field(default=STOP_NOTICE_CY, min_length=1)
+    discard_en: str = Field(default=DISCARD_NOTICE_EN, min_length=1)
+    discard_cy: str = Field(default=DISCARD_NOTICE_CY, min_length=1)
+    words_per_minute: int = Field(default=150, ge=80, le=400)
+
+    def texts(self, kind: Literal["start", "stop", "discard"]) -> list[tuple[str, str]]:
+        """(language, text) pairs to speak for `kind`, in the configured order."""
+        return [(lang, getattr(self, f"{kind}_{lang}")) for lang in self.languages]
+
+
+class PadConfig(_Section):
+    socket: FilePath = Path("/run/classcam/pinpad.sock")
+    socket_group: str = "classcam-pinpad"
+    serial: FilePath | None = None
+    serial_baud: int = Field(default=115200, gt=0)
+
+
+class GpioConfig(_Section):
+    button_pin: str = "GPIO17"
+    recording_led_pin: str = "GPIO27"
+    status_led_pins: list[str] = Field(default=["GPIO5", "GPIO6", "GPIO13"], min_length=3, max_length=3)
+    button_bounce_s: float = Field(default=0.05, ge=0, le=1)
+
+
+class ClockConfig(_Section):
+    # "auto": trust iat/exp only when systemd-timesyncd says the clock is synchronised.
+    synchronised: Literal["auto", "yes", "no"] = "auto"
+    skew_s: float = Field(default=300, ge=0, le=3600)
+
+
+class SimConfig(_Section):
+    """Settings of the simulated hardware; ignored with `--hw pi`."""
+
+    timeline: FilePath | None = None
+    control_socket: FilePath | None = None
+    pad_keystore: FilePath | None = None
+    speaker: Literal["memory", "sounddevice"] = "memory"
+    # How fast simulated time runs for sounds: 1.0 is real time; tests use more.
+    speed: float = Field(default=1.0, gt=0, le=10000)
+
+
+class Config(_Section):
+    device: DeviceConfig
+    recording: RecordingConfig = RecordingConfig()
+    notice: NoticeConfig = NoticeConfig()
+    pad: PadConfig = PadConfig()
+    gpio: GpioConfig = GpioConfig()
+    clock: ClockConfig = ClockConfig()
+    sim: SimConfig = SimConfig()
+
+    @field_validator("device")
+    @classmethod
+    def _roster_dir_exists(cls, device: DeviceConfig) -> DeviceConfig:
+        if not device.roster_dir.is_dir():
+            raise ValueError(f"roster_dir {device.roster_dir} is not a directory")
+        return device
+
+
+def load(path: Path) -> Config:
+    """Read and validate the configuration at `path`, or raise `ConfigError`."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return parse(raw, source=str(path))
+
+
+def parse(raw: dict, source: str = "config") -> Config:
+    """Validate an already-parsed TOML document."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        why = _reason(first)
+        raise ConfigError(f"{source}: {key}: {why}") from None
+
+
+def _reason(error: dict) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    if error["type"] == "missing":
+        return "required key is missing"
+    msg = error["msg"]
+    return msg.removeprefix("Value error, ")

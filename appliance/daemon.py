@@ -1,0 +1,102 @@
+"""`classcam run`: wires the hardware, the roster, the pad link and the state machine, and runs
+them under systemd (Type=notify, with a watchdog) until SIGTERM.
+
+On SIGTERM or SIGINT a recording is stopped properly (devices closed, then the LED off). A death
+by SIGKILL is covered by the unit file's `ExecStopPost=classcam led-off`.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+
+import sdnotify
+
+from appliance import journal
+from appliance.clock import synchronised_check
+from appliance.config import Config, ConfigError, load
+from appliance.hardware import Hardware, make_hardware
+from appliance.notice import Notices, NoticeUnavailable
+from appliance.padlink import PadLink, SerialPadLink, serve_socket
+from appliance.roster import Roster
+from appliance.unit import Unit
+from uploader.spool import Spool
+
+log = logging.getLogger("classcam")
+
+EX_CONFIG = 78  # sysexits: configuration error; systemd shows it, IT reads the line above it
+
+
+def run(config_path: Path, hw_kind: str) -> int:
+    """Run the daemon; returns the process exit status."""
+    journal.setup()
+    try:
+        config = load(config_path)
+    except ConfigError as e:
+        log.error("config: %s", e)
+        return EX_CONFIG
+    try:
+        hw = make_hardware(hw_kind, config)
+    except Exception as e:
+        log.error("hardware: cannot start the %s backends: %s", hw_kind, e)
+        return 1
+    try:
+        return asyncio.run(serve(config, hw))
+    finally:
+        hw.close()
+
+
+async def serve(config: Config, hw: Hardware) -> int:
+    """Run until SIGTERM/SIGINT; the unit is left idle with the recording LED off."""
+    loop = asyncio.get_running_loop()
+    roster = Roster(config.device.roster_dir)
+    spool = Spool(config.device.state_dir / "spool")
+    spool.recover()
+    notices, notice_error = None, None
+    try:
+        notices = await asyncio.to_thread(Notices.synthesise, config.notice)
+    except NoticeUnavailable as e:
+        notice_error = str(e)
+    unit = Unit(config, roster, spool, hw, notices, synchronised_check(config.clock.synchronised),
+                notices_error=notice_error)
+    link = PadLink(unit)
+    server = await serve_socket(link, config.pad.socket, config.pad.socket_group)
+    serial_link = None
+    if config.pad.serial is not None:
+        serial_link = SerialPadLink(link, config.pad.serial, config.pad.serial_baud, loop)
+        serial_link.start()
+    hw.button.when_pressed = lambda: asyncio.run_coroutine_threadsafe(unit.press("button"), loop)
+    services = [asyncio.create_task(start(unit)) for start in hw.services]
+
+    stopping = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    notifier = sdnotify.SystemdNotifier()
+    notifier.notify("READY=1")
+    watchdog = asyncio.create_task(_watchdog(notifier))
+    log.info("ready: device %s, %d teacher(s) enrolled", config.device.id, len(roster.cards()))
+    try:
+        await stopping.wait()
+        notifier.notify("STOPPING=1")
+        await unit.shutdown()
+    finally:
+        hw.button.when_pressed = None
+        for task in (*services, watchdog):
+            task.cancel()
+        server.close()
+        if serial_link is not None:
+            serial_link.close()
+        config.pad.socket.unlink(missing_ok=True)
+    return 0
+
+
+async def _watchdog(notifier: sdnotify.SystemdNotifier) -> None:
+    # Pinged from the event loop itself: a wedged loop stops the pings and systemd restarts us.
+    usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+    if usec <= 0:
+        return
+    while True:
+        notifier.notify("WATCHDOG=1")
+        await asyncio.sleep(usec / 2e6)

@@ -1,0 +1,280 @@
+"""The unit's state machine: idle -> armed -> starting -> recording -> stopping -> idle.
+
+    unit = Unit(config, roster, spool, hw, notices)
+    await unit.press()                  # the button, or the pad's record key: arms (or stops)
+    result = await unit.present(jwt)    # a start token for the current challenge
+    await unit.stop()                   # needs no token, works in every state (P8)
+
+Everything runs on one asyncio loop; slow hardware calls go to threads. One task owns a recording
+session from the LED going on to the LED going off, so the order LED -> notice -> devices ->
+close -> LED off is the order of the code in `_session`, whatever stops it.
+
+Privacy: the journal gets faults and token refusals (reason only), never who recorded or when a
+recording started or stopped (P9). Only the simulator's `trace` sees those.
+"""
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from appliance.config import Config
+from appliance.hardware import Hardware
+from appliance.notice import Notices, NoticeUnavailable, Sound
+from appliance.roster import Roster
+from appliance.token import Challenges, Reason, StartToken, TokenRejected, TokenVerifier
+from capture.devices import CaptureError
+from led_indicator.guard import CaptureGuard, StillOpen
+from led_indicator.lights import LedFault
+from led_indicator.patterns import Pattern
+from uploader.spool import Spool
+
+log = logging.getLogger(__name__)
+
+LED_CHECK_S = 0.2
+
+
+class State(enum.StrEnum):
+    IDLE = "idle"
+    ARMED = "armed"
+    STARTING = "starting"
+    RECORDING = "recording"
+    STOPPING = "stopping"
+
+
+@dataclass(frozen=True)
+class Result:
+    """The answer to a token, as the pad shows it."""
+
+    ok: bool
+    reason: str
+
+
+class Unit:
+    """The recorder. Methods must be called on the loop that runs it."""
+
+    def __init__(self, config: Config, roster: Roster, spool: Spool, hw: Hardware,
+                 notices: Notices | None, clock_synchronised: Callable[[], bool] = lambda: False,
+                 notices_error: str | None = None):
+        self.config = config
+        self.state = State.IDLE
+        self.fault: str | None = None
+        self._hw = hw
+        self._roster = roster
+        self._spool = spool
+        self._notices = notices
+        self._notices_error = notices_error
+        self._verifier = TokenVerifier(roster, config.device.id, clock_synchronised,
+                                       config.clock.skew_s)
+        self._challenges = Challenges(config.recording.arm_timeout_s)
+        self._guard = CaptureGuard(hw.recording_led)
+        self._challenge_listeners: list[Callable[[str, float], None]] = []
+        self._arm_timer: asyncio.TimerHandle | None = None
+        self._session_task: asyncio.Task | None = None
+        self._stop_requested = asyncio.Event()
+        self._cancel_notice = threading.Event()
+        if notices is None:
+            self._set_fault("speaker", notices_error or "notice unavailable")
+        self._show()
+
+    # -- what the button, the pad link and signals call ------------------------------------
+
+    def on_challenge(self, listener: Callable[[str, float], None]) -> None:
+        """Call `listener(nonce, expires_in)` whenever the unit is armed."""
+        self._challenge_listeners.append(listener)
+
+    @property
+    def challenge(self) -> str | None:
+        """The current challenge while armed."""
+        return self._challenges.current if self.state is State.ARMED else None
+
+    async def press(self, source: str = "button") -> None:
+        """A press of the record button (or the pad's record key): arm when idle, disarm when
+        armed, stop when starting or recording."""
+        self._hw.trace("press", source=source, state=self.state.value)
+        if self.state is State.IDLE:
+            self._arm()
+        elif self.state is State.ARMED:
+            self._disarm()
+        elif self.state in (State.STARTING, State.RECORDING):
+            await self.stop()
+
+    async def stop(self, why: str = "stop pressed") -> None:
+        """Stop whatever is happening. Needs no token (P8); returns once the LED is off."""
+        if self.state is State.ARMED:
+            self._disarm()
+            return
+        task = self._session_task
+        if task is None:
+            return
+        self._hw.trace("stop_requested", why=why)
+        self._stop_requested.set()
+        self._cancel_notice.set()
+        await asyncio.shield(task)
+
+    async def present(self, raw: str | bytes) -> Result:
+        """Check a token from the pad link; start (or discard) if it is good."""
+        try:
+            token = self._verifier.verify(raw)
+            self._challenges.consume(token.nonce, armed=self.state is State.ARMED)
+        except TokenRejected as e:
+            return self._refuse(e)
+        self._cancel_arm_timer()
+        self._hw.trace("token", ok=True, reason="", nonce=token.nonce, act=token.action,
+                       teacher=token.teacher_id)
+        if token.action == "discard":
+            return await self._discard(token)
+        if self._notices is None:
+            self._set_state(State.IDLE)
+            self._set_fault("speaker", self._notices_error or "notice unavailable")
+            return Result(False, "cannot speak the notice")
+        self._stop_requested.clear()
+        self._cancel_notice.clear()
+        self._set_state(State.STARTING)
+        self._session_task = asyncio.create_task(self._session(token))
+        return Result(True, "recording")
+
+    async def shutdown(self) -> None:
+        """On SIGTERM: stop any recording properly, then leave the LED dark."""
+        await self.stop("shutting down")
+        self._cancel_arm_timer()
+
+    # -- the recording session --------------------------------------------------------------
+
+    async def _session(self, token: StartToken) -> None:
+        opened = False
+        try:
+            self.fault = None
+            await asyncio.to_thread(self._guard.light)
+            if not await self._speak(self._notices.start, cancellable=True):
+                return
+            recording = self._spool.new_recording(token.teacher_id, token.recipient)
+            for device in (self._hw.camera, self._hw.microphone):
+                if self._stop_requested.is_set():
+                    return
+                opened = True
+                await asyncio.to_thread(self._guard.open, device)
+            if self._stop_requested.is_set():
+                return
+            self._set_state(State.RECORDING)
+            self._hw.trace("recording", recording=recording.recording_id)
+            await self._record_until_stopped()
+        except LedFault as e:
+            self._set_fault("led", str(e))
+        except NoticeUnavailable as e:
+            self._set_fault("speaker", str(e))
+        except CaptureError as e:
+            self._set_fault("capture", str(e))
+        except Exception as e:  # an unexpected error still ends in the safe state below
+            log.exception("recording failed")
+            self._set_fault("internal", f"{type(e).__name__}: {e}")
+        finally:
+            await self._end_session(speak=opened)
+
+    async def _record_until_stopped(self) -> None:
+        deadline = time.monotonic() + self.config.recording.max_minutes * 60
+        while not self._stop_requested.is_set():
+            try:
+                await asyncio.wait_for(self._stop_requested.wait(), LED_CHECK_S)
+            except TimeoutError:
+                pass
+            await asyncio.to_thread(self._guard.check)  # LedFault stops the recording
+            if time.monotonic() >= deadline:
+                self._hw.trace("stop_requested", why="maximum length")
+                return
+
+    async def _end_session(self, speak: bool) -> None:
+        self._set_state(State.STOPPING)
+        try:
+            await asyncio.to_thread(self._guard.close_all)
+        except StillOpen as e:
+            self._set_fault("capture", f"could not close {e}; recording LED stays on")
+        try:
+            await asyncio.to_thread(self._guard.darken)
+        except StillOpen:
+            pass  # already reported: the LED stays lit while a device may be open (P2)
+        except LedFault as e:
+            self._set_fault("led", str(e))
+        if speak and self._notices is not None:
+            try:
+                await self._speak(self._notices.stop, cancellable=False)
+            except NoticeUnavailable as e:
+                self._set_fault("speaker", str(e))
+        self._session_task = None
+        self._set_state(State.IDLE)
+
+    async def _speak(self, sound: Sound, cancellable: bool) -> bool:
+        cancel = self._cancel_notice if cancellable else threading.Event()
+        completed = await asyncio.to_thread(self._hw.speaker.play, sound, cancel)
+        return completed and not (cancellable and self._stop_requested.is_set())
+
+    async def _discard(self, token: StartToken) -> Result:
+        latest = self._spool.latest()
+        self._set_state(State.IDLE)
+        if latest is None or latest.teacher_id != token.teacher_id:
+            return self._refuse(TokenRejected(Reason.NOTHING_TO_DISCARD))
+        await asyncio.to_thread(self._spool.discard, latest.recording_id)
+        self._hw.trace("discarded", recording=latest.recording_id)
+        if self._notices is not None:
+            try:
+                await self._speak(self._notices.discard, cancellable=False)
+            except NoticeUnavailable as e:
+                self._set_fault("speaker", str(e))
+        return Result(True, "discarded")
+
+    # -- arming -----------------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        nonce = self._challenges.issue()
+        ttl = self.config.recording.arm_timeout_s
+        self._set_state(State.ARMED)
+        self._hw.trace("challenge", nonce=nonce)
+        self._cancel_arm_timer()
+        self._arm_timer = asyncio.get_running_loop().call_later(ttl, self._arm_expired, nonce)
+        for listener in list(self._challenge_listeners):
+            listener(nonce, ttl)
+
+    def _arm_expired(self, nonce: str) -> None:
+        if self.state is State.ARMED and self._challenges.current in (None, nonce):
+            self._hw.trace("arm_timeout")
+            self._disarm()
+
+    def _disarm(self) -> None:
+        self._cancel_arm_timer()
+        self._challenges.cancel()
+        self._set_state(State.IDLE)
+
+    def _cancel_arm_timer(self) -> None:
+        if self._arm_timer is not None:
+            self._arm_timer.cancel()
+            self._arm_timer = None
+
+    # -- state, faults and the status light --------------------------------------------------
+
+    def _refuse(self, e: TokenRejected) -> Result:
+        log.warning("token refused: %s", e.reason)
+        self._hw.trace("token", ok=False, reason=str(e.reason))
+        return Result(False, str(e.reason))
+
+    def _set_state(self, state: State) -> None:
+        if state is not self.state:
+            self.state = state
+            self._hw.trace("state", state=state.value)
+        self._show()
+
+    def _set_fault(self, component: str, reason: str) -> None:
+        self.fault = component
+        log.error("fault: %s: %s", component, reason)
+        self._hw.trace("fault", component=component, reason=reason)
+        self._show()
+
+    def _show(self) -> None:
+        if self.state is State.IDLE and self.fault is not None:
+            pattern = Pattern.FAULT
+        else:
+            pattern = Pattern[self.state.name]
+        self._hw.status_led.show(pattern)

@@ -1,0 +1,83 @@
+"""The `sim` hardware factory: every part of the unit, simulated, all writing one timeline."""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+import gpiozero
+
+from appliance.config import Config
+from appliance.hardware import Hardware
+from hwsim import control
+from hwsim.capture import SimDevice
+from hwsim.faults import Faults
+from hwsim.gpio import SimPinFactory
+from hwsim.pinpad import SimPinPad
+from hwsim.speaker import MemorySpeaker
+from hwsim.timeline import Timeline
+from led_indicator.lights import RecordingLed, StatusLed
+
+
+@dataclass
+class SimParts:
+    """The simulated parts a test or the control socket reaches into."""
+
+    timeline: Timeline
+    faults: Faults
+    pin_factory: SimPinFactory
+    speaker: MemorySpeaker
+    devices: dict[str, SimDevice]
+    pad: SimPinPad | None = None
+
+    @property
+    def button_pin(self):
+        return self.pin_factory.pin(self._label_pin("button"))
+
+    @property
+    def recording_led_pin(self):
+        return self.pin_factory.pin(self._label_pin("recording_led"))
+
+    def _label_pin(self, label: str) -> str:
+        return next(pin for pin, name in self.pin_factory.labels.items() if name == label)
+
+
+def make_sim_hardware(config: Config) -> Hardware:
+    """Simulated hardware for `config`; its `SimParts` is `hardware.parts`."""
+    sim = config.sim
+    timeline = Timeline(sim.timeline)
+    faults = Faults()
+    gpio = config.gpio
+    labels = {gpio.button_pin: "button", gpio.recording_led_pin: "recording_led"}
+    labels.update(zip(gpio.status_led_pins, ("status_red", "status_green", "status_blue")))
+    factory = SimPinFactory(timeline, faults, labels)
+    inner = None
+    if sim.speaker == "sounddevice":
+        from appliance.speaker import SoundDeviceSpeaker
+        inner = SoundDeviceSpeaker()
+    speaker = MemorySpeaker(timeline, faults, speed=sim.speed, inner=inner)
+    devices = {name: SimDevice(name, timeline, faults) for name in ("camera", "microphone")}
+    parts = SimParts(timeline, faults, factory, speaker, devices)
+    hw = Hardware(
+        button=gpiozero.Button(gpio.button_pin, pull_up=True, bounce_time=None,
+                               pin_factory=factory),
+        recording_led=RecordingLed(gpio.recording_led_pin, pin_factory=factory),
+        status_led=StatusLed(gpio.status_led_pins, pin_factory=factory),
+        speaker=speaker,
+        camera=devices["camera"],
+        microphone=devices["microphone"],
+        trace=timeline,
+        parts=parts,
+    )
+    if sim.pad_keystore is not None:
+        parts.pad = SimPinPad(sim.pad_keystore, config.pad.socket, timeline)
+
+        async def run_pad(unit) -> None:
+            await parts.pad.connect()
+            await asyncio.Event().wait()
+
+        hw.services.append(run_pad)
+    if sim.control_socket is not None:
+        hw.services.append(lambda unit: control.serve(sim.control_socket, unit, parts))
+    hw.on_close.append(timeline.close)
+    return hw

@@ -1,0 +1,25 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="classcam",
+    version="0.1.0",
+    description="A classroom camera a teacher uses to record their own lessons, encrypted to them",
+    python_requires=">=3.11",
+    packages=find_packages(include=["appliance*", "capture*", "uploader*", "led_indicator*",
+                                    "hwsim*"]),
+    install_requires=[
+        "cryptography>=41",
+        "PyJWT[crypto]>=2.8",
+        "pyrage>=1.1",
+        "gpiozero>=2.0",
+        "pydantic>=2.5",
+        "sdnotify>=0.3",
+        "pyserial>=3.5",
+    ],
+    extras_require={
+        "pi": ["sounddevice>=0.4"],
+        "sim": ["sounddevice>=0.4"],
+        "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6"],
+    },
+    entry_points={"console_scripts": ["classcam = appliance.cli:main"]},
+)
