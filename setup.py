@@ -18,7 +18,7 @@ setup(
     ],
     extras_require={
         "pi": ["sounddevice>=0.4"],
-        "sim": ["sounddevice>=0.4"],
+        "sim": ["sounddevice>=0.4", "tomli-w>=1.0"],
         "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6"],
     },
     entry_points={"console_scripts": ["classcam = appliance.cli:main"]},

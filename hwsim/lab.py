@@ -1,0 +1,181 @@
+"""A simulated classroom in a directory: teachers with keys and PINs, a unit configuration, and
+the real daemon (`classcam run --hw sim`) running on it. The demo, the tests and the benchmarks
+all start from here.
+
+    lab = Lab.create(tmp_dir, teachers={"t-evans": "4321"})
+    with lab.daemon() as unit:
+        unit.control("press")
+        unit.control("pin", teacher="t-evans", pin="4321")
+        unit.wait_state("recording")
+    events = lab.timeline()
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import tomli_w
+
+from appliance.keys import TeacherKeyFiles, new_teacher_keys
+from appliance.roster import Roster
+from hwsim import timeline as timeline_file
+from hwsim.control import ControlClient
+from hwsim.pinpad import enrol
+
+PASSPHRASE = "lab passphrase, not a secret"
+DEVICE_ID = "sim-unit-1"
+
+
+@dataclass
+class Lab:
+    """Files of one simulated classroom under `root`."""
+
+    root: Path
+    teachers: dict[str, str]  # teacher id -> PIN
+    settings: dict = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, root: Path, teachers: dict[str, str] | None = None, enrolled: bool = True,
+               **settings) -> "Lab":
+        """Make keys for each teacher (as on their own computer), enrol their cards on the unit,
+        put their signing keys on the simulated pad under their PINs, and write the config.
+        `settings` are extra TOML tables, e.g. `recording={"max_minutes": 0.05}`."""
+        lab = cls(root, teachers or {"t-evans": "4321"}, settings)
+        for d in (lab.keys_dir, lab.roster_dir, lab.state_dir, lab.run_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        for teacher_id, pin in lab.teachers.items():
+            new_teacher_keys(lab.keys_dir, teacher_id, teacher_id.replace("-", " ").title(),
+                             PASSPHRASE)
+            files = lab.key_files(teacher_id)
+            if enrolled:
+                Roster(lab.roster_dir).add(files.card.read_bytes())
+            enrol(lab.pad_dir, files.card, files.signing_key, PASSPHRASE, pin)
+        lab.write_config()
+        return lab
+
+    keys_dir = property(lambda self: self.root / "teacher-computers")
+    roster_dir = property(lambda self: self.root / "etc" / "teachers.d")
+    state_dir = property(lambda self: self.root / "var")
+    run_dir = property(lambda self: self.root / "run")
+    pad_dir = property(lambda self: self.root / "pinpad")
+    config_path = property(lambda self: self.root / "etc" / "classcam.toml")
+    timeline_path = property(lambda self: self.root / "timeline.jsonl")
+    pad_socket = property(lambda self: self.run_dir / "pinpad.sock")
+    control_socket = property(lambda self: self.run_dir / "sim-control.sock")
+    log_path = property(lambda self: self.root / "daemon.log")
+
+    def key_files(self, teacher_id: str) -> TeacherKeyFiles:
+        return TeacherKeyFiles.in_dir(self.keys_dir, teacher_id)
+
+    def write_config(self) -> None:
+        tables = {
+            "device": {"id": DEVICE_ID, "roster_dir": str(self.roster_dir),
+                       "state_dir": str(self.state_dir), "runtime_dir": str(self.run_dir)},
+            "notice": {"languages": ["en"]},
+            "pad": {"socket": str(self.pad_socket), "socket_group": ""},
+            "clock": {"synchronised": "yes"},
+            "sim": {"timeline": str(self.timeline_path),
+                    "control_socket": str(self.control_socket),
+                    "pad_keystore": str(self.pad_dir), "speed": 40.0},
+        }
+        for name, values in self.settings.items():
+            tables.setdefault(name, {}).update(values)
+        self.config_path.write_text(tomli_w.dumps(tables))
+
+    @contextlib.contextmanager
+    def daemon(self, start_timeout: float = 30.0) -> Iterator["RunningUnit"]:
+        """Run the real daemon in a subprocess; SIGTERM it on the way out."""
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.pop("NOTIFY_SOCKET", None)
+        log = open(self.log_path, "ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "appliance.cli", "run", "--hw", "sim",
+             "--config", str(self.config_path)], stdout=log, stderr=log, env=env)
+        unit = RunningUnit(self, proc)
+        try:
+            unit.connect(start_timeout)
+            yield unit
+        finally:
+            unit.terminate()
+            log.close()
+
+    def timeline(self) -> list[dict]:
+        """Every event the simulator recorded so far."""
+        if not self.timeline_path.exists():
+            return []
+        return list(timeline_file.read(self.timeline_path))
+
+    def journal(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class RunningUnit:
+    """A daemon process of a `Lab`, driven through the simulator's control socket."""
+
+    def __init__(self, lab: Lab, proc: subprocess.Popen):
+        self.lab = lab
+        self.proc = proc
+        self._client: ControlClient | None = None
+
+    def connect(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n"
+                                   f"{self.lab.journal()}")
+            try:
+                self._client = ControlClient(self.lab.control_socket)
+                if self._client("status").get("ok") and self.lab.pad_socket.exists():
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError(f"daemon did not come up:\n{self.lab.journal()}")
+
+    def control(self, cmd: str, **args) -> dict:
+        """Send one control command and return the reply."""
+        assert self._client is not None
+        return self._client(cmd, **args)
+
+    def state(self) -> str:
+        return self.control("status")["state"]
+
+    def wait_state(self, state: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.state() == state:
+                return
+            time.sleep(0.01)
+        raise TimeoutError(f"unit did not reach {state!r}; it is {self.state()!r}")
+
+    def lesson(self, teacher: str | None = None, seconds: float = 0.5) -> dict:
+        """Press, type the PIN, record for `seconds`, press stop; returns the pad's result."""
+        teacher = teacher or next(iter(self.lab.teachers))
+        self.control("press")
+        self.wait_state("armed")
+        result = self.control("pin", teacher=teacher, pin=self.lab.teachers[teacher])["result"]
+        if result["ok"]:
+            self.wait_state("recording")
+            time.sleep(seconds)
+            self.control("press")
+            self.wait_state("idle")
+        return result
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
