@@ -142,10 +142,13 @@ class Challenges:
         self._clock = clock
         self._remember = remember
         self._current: tuple[str, float] | None = None
-        self._used: dict[str, None] = {}  # insertion-ordered, bounded
+        # Insertion-ordered and bounded: nonces a token has used, and nonces that expired unused.
+        self._used: dict[str, None] = {}
+        self._retired: dict[str, None] = {}
 
     def issue(self) -> str:
-        """Start a new challenge, replacing any current one."""
+        """Start a new challenge, retiring any current one."""
+        self.cancel()
         nonce = secrets.token_urlsafe(18)
         self._current = (nonce, self._clock() + self._ttl_s)
         return nonce
@@ -158,25 +161,29 @@ class Challenges:
         return self._current[0]
 
     def cancel(self) -> None:
-        """Forget the current challenge (disarmed, timed out, or used)."""
+        """Retire the current challenge unused (disarmed or timed out)."""
         if self._current is not None:
-            self._used[self._current[0]] = None
-            self._trim()
+            _remember(self._retired, self._current[0], self._remember)
         self._current = None
 
     def consume(self, nonce: str, armed: bool) -> None:
-        """Use `nonce` once, or raise `TokenRejected` (replayed, not armed, expired challenge)."""
+        """Use `nonce` once, or raise `TokenRejected`: replayed, expired challenge, not armed."""
         if nonce in self._used:
             raise TokenRejected(Reason.REPLAYED)
+        if nonce in self._retired:
+            raise TokenRejected(Reason.EXPIRED_CHALLENGE, "that challenge has ended")
         if not armed:
             raise TokenRejected(Reason.NOT_ARMED)
-        if self.current is None or not secrets.compare_digest(nonce, self._current[0]):
-            raise TokenRejected(Reason.EXPIRED_CHALLENGE)
-        self.cancel()
+        if self.current is None or not secrets.compare_digest(nonce.encode(), self._current[0].encode()):
+            raise TokenRejected(Reason.EXPIRED_CHALLENGE, "not the current challenge")
+        _remember(self._used, nonce, self._remember)
+        self._current = None
 
-    def _trim(self) -> None:
-        while len(self._used) > self._remember:
-            del self._used[next(iter(self._used))]
+
+def _remember(book: dict[str, None], nonce: str, limit: int) -> None:
+    book[nonce] = None
+    while len(book) > limit:
+        del book[next(iter(book))]
 
 
 def mint(signing_key: Ed25519PrivateKey, teacher_id: str, device_id: str, nonce: str,

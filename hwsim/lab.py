@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,6 +58,17 @@ class Lab:
             if enrolled:
                 Roster(lab.roster_dir).add(files.card.read_bytes())
             enrol(lab.pad_dir, files.card, files.signing_key, PASSPHRASE, pin)
+        lab.write_config()
+        return lab
+
+    def copy(self, root: Path, **settings) -> "Lab":
+        """The same classroom (keys, roster, pad) under `root`, with fresh state: making keys
+        takes seconds (scrypt), copying them does not."""
+        shutil.copytree(self.root, root, dirs_exist_ok=True, ignore=shutil.ignore_patterns(
+            "timeline.jsonl", "daemon.log", "var", "run"))
+        lab = Lab(root, dict(self.teachers), settings)
+        for d in (lab.state_dir, lab.run_dir):
+            d.mkdir(parents=True, exist_ok=True)
         lab.write_config()
         return lab
 

@@ -1,0 +1,38 @@
+"""Shared fixtures: a simulated classroom (`lab`) and the real daemon running on it (`unit`)."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from hwsim.lab import Lab
+
+
+@pytest.fixture
+def short_dir():
+    # Unix socket paths must stay under 108 bytes; pytest's tmp_path can be longer.
+    path = Path(tempfile.mkdtemp(prefix="cc-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def lab_template(tmp_path_factory) -> Lab:
+    """Two teachers' keys, made once per test session (scrypt makes this slow)."""
+    return Lab.create(tmp_path_factory.mktemp("lab-template"),
+                      teachers={"t-evans": "4321", "t-jones": "9876"})
+
+
+@pytest.fixture
+def lab(lab_template, short_dir) -> Lab:
+    """A classroom with two enrolled teachers and a unit with fresh state."""
+    return lab_template.copy(short_dir)
+
+
+@pytest.fixture
+def unit(lab):
+    """The real daemon, simulated hardware, running on `lab`."""
+    with lab.daemon() as running:
+        yield running
