@@ -75,7 +75,8 @@ def check_p2(events: list[dict]) -> list[str]:
     lit = led_intervals(events)
     problems = []
     for device, opened, closed in device_intervals(events):
-        if not any(on < opened and closed < off for on, off in lit):
+        if not any(on < opened and (closed < off or closed == off == float("inf"))
+                   for on, off in lit):
             problems.append(f"P2: {device} open {opened:.6f}-{closed:.6f} outside a lit interval "
                             f"of the recording LED {lit}")
     return problems

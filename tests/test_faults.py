@@ -1,0 +1,87 @@
+"""Hardware faults: each gets a line in the journal, the fault light, and no capture that breaks
+P2 or P3."""
+from __future__ import annotations
+
+import time
+
+from hwsim.invariants import check_all, device_intervals, led_intervals
+
+
+def _start(unit):
+    unit.control("press")
+    unit.wait_state("armed")
+    return unit.control("pin", teacher="t-evans", pin="4321")["result"]
+
+
+def _status_colour(events):
+    last = {}
+    for e in events:
+        if e["ev"] == "pin" and e["name"].startswith("status_"):
+            last[e["name"]] = e["t"], e["value"]
+    return last
+
+
+def test_led_that_cannot_be_lit_means_no_capture(unit, lab):
+    unit.control("fault", name="led", on=True)
+    _start(unit)
+    unit.wait_state("idle")
+    status = unit.control("status")
+    assert status["fault"] == "led" and status["open"] == []
+    events = lab.timeline()
+    assert device_intervals(events) == []
+    assert not any(e["ev"] == "notice" and e["label"] == "start" for e in events)
+    assert "fault: led: recording LED cannot be driven" in lab.journal()
+    # The status light blinks magenta (red and blue, no green) for a fault.
+    time.sleep(0.6)
+    names = {e["name"] for e in lab.timeline()[len(events):] if e["ev"] == "pin"}
+    assert names <= {"status_red", "status_blue", "status_green"} and "status_red" in names
+
+
+def test_led_failing_mid_recording_stops_capture(unit, lab):
+    _start(unit)
+    unit.wait_state("recording")
+    failed_at = time.monotonic()
+    unit.control("fault", name="led", on=True)
+    unit.wait_state("idle", timeout=5)
+    events = lab.timeline()
+    closes = [c for _, _, c in device_intervals(events)]
+    assert len(closes) == 2 and all(failed_at < c < failed_at + 1.0 for c in closes)
+    assert unit.control("status")["fault"] == "led"
+
+
+def test_speaker_that_cannot_play_means_no_capture(unit, lab):
+    unit.control("fault", name="speaker", on=True)
+    _start(unit)
+    unit.wait_state("idle")
+    events = lab.timeline()
+    assert device_intervals(events) == []
+    (on, off), = led_intervals(events)  # lit for the attempt, dark again
+    assert off > on
+    assert unit.control("status")["fault"] == "speaker"
+    assert "fault: speaker:" in lab.journal()
+    # Once the speaker works again, so does the unit.
+    unit.control("fault", name="speaker", on=False)
+    assert unit.lesson("t-evans", seconds=0.1)["ok"]
+    assert check_all(lab.timeline()) == []
+
+
+def test_camera_that_fails_to_open_is_closed_and_the_led_follows(unit, lab):
+    unit.control("fault", name="camera", on=True)
+    _start(unit)
+    unit.wait_state("idle")
+    events = lab.timeline()
+    assert [d for d, _, _ in device_intervals(events)] == ["camera"]
+    assert check_all(events) == []
+    assert unit.control("status")["fault"] == "capture"
+
+
+def test_device_that_will_not_close_keeps_the_led_lit(unit, lab):
+    _start(unit)
+    unit.wait_state("recording")
+    unit.control("fault", name="camera_close", on=True)
+    unit.control("press")
+    unit.wait_state("idle")
+    status = unit.control("status")
+    assert status["open"] == ["camera"] and status["recording_led"] is True
+    assert check_all(lab.timeline()) == []  # the camera is still open, so the LED is too
+    assert "could not close camera" in lab.journal()

@@ -1,0 +1,156 @@
+"""Bad tokens, each refused with its named reason and no capture: through the real pad link to
+the real daemon, then checked against the simulator's timeline."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from appliance.keys import load_signing_key
+from appliance.roster import TeacherCard
+from hwsim.invariants import check_all, device_intervals
+from hwsim.lab import DEVICE_ID, PASSPHRASE
+from tests.padclient import PadClient, teacher_token
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _claims(lab, nonce: str, **overrides) -> dict:
+    card = TeacherCard.parse(lab.key_files("t-evans").card.read_bytes())
+    now = int(time.time())
+    claims = {"sub": "t-evans", "aud": DEVICE_ID, "nonce": nonce, "iat": now, "exp": now + 60,
+              "act": "start", "rcpt": card.recipient}
+    claims.update(overrides)
+    return claims
+
+
+def alg_none(lab, nonce):
+    header = _b64(json.dumps({"alg": "none", "kid": "t-evans", "typ": "JWT"}).encode())
+    return f"{header}.{_b64(json.dumps(_claims(lab, nonce)).encode())}."
+
+
+def hs256_with_public_key(lab, nonce):
+    # The classic forgery: an HMAC keyed with the teacher's *public* key, which anyone has.
+    card = TeacherCard.parse(lab.key_files("t-evans").card.read_bytes())
+    secret = card.signing_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    header = _b64(json.dumps({"alg": "HS256", "kid": "t-evans", "typ": "JWT"}).encode())
+    body = _b64(json.dumps(_claims(lab, nonce)).encode())
+    mac = hmac.new(secret, f"{header}.{body}".encode(), hashlib.sha256).digest()
+    return f"{header}.{body}.{_b64(mac)}"
+
+
+def signed_by_stranger(lab, nonce, kid="t-evans"):
+    return jwt.encode(_claims(lab, nonce), Ed25519PrivateKey.generate(), algorithm="EdDSA",
+                      headers={"kid": kid})
+
+
+CASES = {
+    "malformed": (lambda lab, n: "not-a-jwt", "malformed"),
+    "garbage segments": (lambda lab, n: "a.b.c", "malformed"),
+    "alg none": (alg_none, "algorithm not allowed"),
+    "HS256 with the public key as secret": (hs256_with_public_key, "algorithm not allowed"),
+    "unknown teacher": (lambda lab, n: signed_by_stranger(lab, n, kid="t-nobody"), "unknown teacher"),
+    "bad signature": (signed_by_stranger, "bad signature"),
+    "another device": (lambda lab, n: teacher_token(lab, "t-evans", n, device_id="room-9"),
+                       "wrong device"),
+    "wrong action": (lambda lab, n: teacher_token(lab, "t-evans", n, action="record"),
+                     "wrong action"),
+    "recipient swapped": (lambda lab, n: teacher_token(
+        lab, "t-evans", n, recipient=TeacherCard.parse(
+            lab.key_files("t-jones").card.read_bytes()).recipient),
+        "recipient does not match roster"),
+    "expired (clock synchronised)": (lambda lab, n: teacher_token(
+        lab, "t-evans", n, now=time.time() - 3600), "expired token"),
+    "minted before the challenge": (lambda lab, n: teacher_token(lab, "t-evans", "guessed-nonce"),
+                                    "expired challenge"),
+    "lifetime over 120 s": (lambda lab, n: teacher_token(lab, "t-evans", n, lifetime_s=600),
+                            "malformed"),
+    "sub is not kid": (lambda lab, n: jwt.encode(
+        _claims(lab, n, sub="t-jones"), load_signing_key(lab.key_files("t-evans").signing_key,
+                                                         PASSPHRASE),
+        algorithm="EdDSA", headers={"kid": "t-evans"}), "malformed"),
+}
+
+
+@pytest.fixture(scope="module")
+def armed_unit(lab_template):
+    """One daemon for the whole table; each case arms it if it is not armed."""
+    root = Path(tempfile.mkdtemp(prefix="cc-"))
+    lab = lab_template.copy(root)
+    with lab.daemon() as unit:
+        pad = PadClient(lab.pad_socket)
+        yield lab, unit, pad
+        pad.close()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _arm(unit, pad) -> str:
+    """Arm the unit (unless it is) and return its current challenge, from the timeline."""
+    if unit.state() != "armed":
+        unit.control("press")
+    unit.wait_state("armed")
+    return [e for e in unit.lab.timeline() if e["ev"] == "challenge"][-1]["nonce"]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_token_is_refused_with_its_reason(armed_unit, case):
+    lab, unit, pad = armed_unit
+    make, reason = CASES[case]
+    nonce = _arm(unit, pad)
+    result = pad.token(make(lab, nonce))
+    assert result == {"type": "result", "ok": False, "reason": reason}
+    assert unit.state() == "armed"
+    assert device_intervals(lab.timeline()) == []
+    assert f"token refused: {reason}" in lab.journal()
+
+
+def test_not_armed(armed_unit):
+    lab, unit, pad = armed_unit
+    if unit.state() == "armed":
+        unit.control("press")
+    unit.wait_state("idle")
+    result = pad.token(teacher_token(lab, "t-evans", "never-issued"))
+    assert result == {"type": "result", "ok": False, "reason": "not armed"}
+    assert device_intervals(lab.timeline()) == []
+
+
+def test_token_for_a_challenge_that_timed_out_or_was_cancelled(armed_unit):
+    lab, unit, pad = armed_unit
+    nonce = _arm(unit, pad)
+    unit.control("press")  # disarm: that challenge has ended
+    unit.wait_state("idle")
+    unit.control("press")
+    unit.wait_state("armed")
+    result = pad.token(teacher_token(lab, "t-evans", nonce))
+    assert result == {"type": "result", "ok": False, "reason": "expired challenge"}
+    assert device_intervals(lab.timeline()) == []
+
+
+def test_replayed_after_a_successful_start(armed_unit):
+    lab, unit, pad = armed_unit
+    nonce = _arm(unit, pad)
+    token = teacher_token(lab, "t-evans", nonce)
+    assert pad.token(token) == {"type": "result", "ok": True, "reason": "recording"}
+    unit.wait_state("recording")
+    assert pad.token(token)["reason"] == "replayed"  # while recording
+    unit.control("press")
+    unit.wait_state("idle")
+    _arm(unit, pad)
+    assert pad.token(token) == {"type": "result", "ok": False, "reason": "replayed"}
+    unit.control("press")
+    unit.wait_state("idle")
+    events = lab.timeline()
+    assert len(device_intervals(events)) == 2  # the one good start, camera and microphone
+    assert check_all(events) == []
