@@ -146,7 +146,9 @@ class Unit:
     # -- the recording session --------------------------------------------------------------
 
     async def _session(self, token: StartToken) -> None:
-        opened = False
+        opened = False    # a device was asked to open: the room is told when it stops
+        captured = False  # a device did open: the recording exists
+        recording = None
         try:
             self.fault = None
             await asyncio.to_thread(self._guard.light)
@@ -158,6 +160,7 @@ class Unit:
                     return
                 opened = True
                 await asyncio.to_thread(self._guard.open, device)
+                captured = True
             if self._stop_requested.is_set():
                 return
             self._set_state(State.RECORDING)
@@ -174,6 +177,9 @@ class Unit:
             self._set_fault("internal", f"{type(e).__name__}: {e}")
         finally:
             await self._end_session(speak=opened)
+            if recording is not None and not captured:
+                # Nothing was captured: leave no trace of who tried to record.
+                await asyncio.to_thread(self._spool.discard, recording.recording_id)
 
     async def _record_until_stopped(self) -> None:
         deadline = time.monotonic() + self.config.recording.max_minutes * 60
