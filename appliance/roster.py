@@ -12,8 +12,6 @@ fields and nothing else. The roster is one card per teacher in `teachers.d/`, na
 """
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import logging
 import os
@@ -24,8 +22,8 @@ from pathlib import Path
 import pyrage
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from capture.keyformat import b64, fingerprint, raw_public, unb64
 from uploader.durable import atomic_write, fsync_dir
 
 log = logging.getLogger(__name__)
@@ -60,9 +58,9 @@ class TeacherCard:
                recipient: str) -> tuple["TeacherCard", bytes]:
         """Sign a new card; returns the card and its JSON file contents."""
         _check_id(teacher_id)
-        body = _body(teacher_id, name, _b64(_raw_public(signing_key.public_key())), recipient)
+        body = _body(teacher_id, name, b64(raw_public(signing_key.public_key())), recipient)
         signature = signing_key.sign(_DOMAIN + _canonical(body))
-        doc = dict(body, signature=_b64(signature))
+        doc = dict(body, signature=b64(signature))
         card = cls(teacher_id, name, signing_key.public_key(), recipient)
         return card, (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
 
@@ -90,8 +88,8 @@ class TeacherCard:
         except Exception:
             raise CardRejected("recipient is not an age X25519 recipient") from None
         try:
-            key = Ed25519PublicKey.from_public_bytes(_unb64(doc["signing_key"]))
-            signature = _unb64(doc["signature"])
+            key = Ed25519PublicKey.from_public_bytes(unb64(doc["signing_key"]))
+            signature = unb64(doc["signature"])
         except ValueError:
             raise CardRejected("signing key or signature is not valid base64url Ed25519") from None
         body = _body(doc["teacher_id"], doc["name"], doc["signing_key"], doc["recipient"])
@@ -104,7 +102,7 @@ class TeacherCard:
     @property
     def fingerprint(self) -> str:
         """Short hex fingerprint of the signing key, for a person to compare."""
-        return _fingerprint(_raw_public(self.signing_key))
+        return fingerprint(self.signing_key)
 
 
 class Roster:
@@ -172,11 +170,6 @@ class Roster:
             log.warning("roster: ignoring %s: %s", path.name, error)
 
 
-def fingerprint_of(key: Ed25519PublicKey) -> str:
-    """Short hex fingerprint of an Ed25519 public key."""
-    return _fingerprint(_raw_public(key))
-
-
 def _check_id(teacher_id: str) -> None:
     if not TEACHER_ID.match(teacher_id):
         raise CardRejected("teacher_id must be 1-64 of a-z 0-9 . _ - starting with a letter or digit")
@@ -191,20 +184,6 @@ def _canonical(body: dict) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _raw_public(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
-def _fingerprint(raw: bytes) -> str:
-    digest = hashlib.sha256(raw).hexdigest()[:32]
-    return ":".join(digest[i:i + 4] for i in range(0, 32, 4))
 
-
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    if not re.fullmatch(r"[A-Za-z0-9_-]*", text):
-        raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

@@ -1,0 +1,155 @@
+"""The recording manifest: which segments make up a recording, signed by the unit, encrypted to
+the teacher. `classcam decrypt` refuses a recording that does not match it.
+
+On disk (in the recording's spool directory, and in what the teacher downloads) a recording is:
+
+    seg-000001.ts.age ... seg-NNNNNN.ts.age   age-encrypted MPEG-TS segments, index from 1
+    manifest.age                              age-encrypted signed manifest (below)
+
+The plaintext of `manifest.age` is one JSON object, the *envelope*:
+
+    {"classcam_manifest": 1,
+     "body": "<canonical JSON of the body, as a string>",
+     "device_key": "<base64url raw Ed25519 public key of the unit>",
+     "signature": "<base64url Ed25519 signature over DOMAIN + body bytes>"}
+
+and the body is:
+
+    {"recording_id": hex, "teacher_id": str, "device_id": str, "complete": bool,
+     "ended_by": "stop" | "maximum length" | "fault: ..." | "interrupted",
+     "start": {"monotonic": float, "wall": float}, "end": {"monotonic": float, "wall": float},
+     "segments": [{"index": 1, "file": "seg-000001.ts.age", "sha256": hex of the ciphertext,
+                   "duration": seconds, "first_pts": seconds, "last_pts": seconds}, ...]}
+
+`complete` is false when the unit restarted after a crash mid-recording; the segments sealed
+before the crash are all listed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyrage
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from capture.keyformat import b64, fingerprint, raw_public, unb64
+
+VERSION = 1
+DOMAIN = b"classcam manifest v1\n"
+MANIFEST_FILE = "manifest.age"
+_ENVELOPE = {"classcam_manifest", "body", "device_key", "signature"}
+_BODY = {"recording_id", "teacher_id", "device_id", "complete", "ended_by", "start", "end",
+         "segments"}
+_SEGMENT = {"index", "file", "sha256", "duration", "first_pts", "last_pts"}
+
+
+class ManifestRejected(Exception):
+    """A manifest that must not be trusted; `reason` says why."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class SegmentEntry:
+    """One sealed segment as the manifest lists it."""
+
+    index: int
+    file: str
+    sha256: str
+    duration: float
+    first_pts: float
+    last_pts: float
+
+    def to_json(self) -> dict:
+        return {"index": self.index, "file": self.file, "sha256": self.sha256,
+                "duration": self.duration, "first_pts": self.first_pts,
+                "last_pts": self.last_pts}
+
+
+def segment_file(index: int) -> str:
+    """The file name of segment `index` (from 1)."""
+    return f"seg-{index:06d}.ts.age"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A verified manifest."""
+
+    body: dict
+    device_key: Ed25519PublicKey
+
+    @property
+    def segments(self) -> list[SegmentEntry]:
+        return [SegmentEntry(**s) for s in self.body["segments"]]
+
+    @property
+    def device_fingerprint(self) -> str:
+        return fingerprint(self.device_key)
+
+
+def seal(body: dict, device_key: Ed25519PrivateKey, recipient: str) -> bytes:
+    """Sign `body` with the unit's key and encrypt the envelope to the teacher's recipient."""
+    if set(body) != _BODY:
+        raise ValueError(f"manifest body must have exactly {sorted(_BODY)}")
+    text = _canonical(body)
+    envelope = {"classcam_manifest": VERSION, "body": text,
+                "device_key": b64(raw_public(device_key.public_key())),
+                "signature": b64(device_key.sign(DOMAIN + text.encode()))}
+    return pyrage.encrypt(json.dumps(envelope).encode(),
+                          [pyrage.x25519.Recipient.from_str(recipient)])
+
+
+def open_manifest(data: bytes, identity: pyrage.x25519.Identity) -> Manifest:
+    """Decrypt and verify a manifest, or raise `ManifestRejected`."""
+    try:
+        plain = pyrage.decrypt(data, [identity])
+    except Exception:
+        raise ManifestRejected("manifest cannot be decrypted with this identity") from None
+    try:
+        envelope = json.loads(plain)
+        if not isinstance(envelope, dict) or set(envelope) != _ENVELOPE:
+            raise ValueError
+        if envelope["classcam_manifest"] != VERSION:
+            raise ManifestRejected(f"unsupported manifest version {envelope['classcam_manifest']!r}")
+        key = Ed25519PublicKey.from_public_bytes(unb64(envelope["device_key"]))
+        signature = unb64(envelope["signature"])
+        body_text = envelope["body"]
+    except ManifestRejected:
+        raise
+    except (ValueError, TypeError, KeyError):
+        raise ManifestRejected("manifest is malformed") from None
+    try:
+        key.verify(signature, DOMAIN + body_text.encode())
+    except InvalidSignature:
+        raise ManifestRejected("manifest signature does not verify") from None
+    body = json.loads(body_text)
+    if not isinstance(body, dict) or set(body) != _BODY or not isinstance(body["segments"], list):
+        raise ManifestRejected("manifest body is malformed")
+    for i, s in enumerate(body["segments"], start=1):
+        if not isinstance(s, dict) or set(s) != _SEGMENT or s["index"] != i \
+                or s["file"] != segment_file(i):
+            raise ManifestRejected(f"manifest segment list is malformed at entry {i}")
+    return Manifest(body, key)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+
+def _canonical(body: dict) -> str:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+
+
