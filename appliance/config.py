@@ -54,6 +54,20 @@ class RecordingConfig(_Section):
     arm_timeout_s: float = Field(default=60, gt=0, le=600)
 
 
+class CaptureConfig(_Section):
+    width: int = Field(default=1280, ge=160, le=3840)
+    height: int = Field(default=720, ge=120, le=2160)
+    fps: int = Field(default=25, ge=1, le=60)
+    segment_seconds: int = Field(default=10, ge=1, le=600)
+    audio_rate: Literal[16000, 32000, 44100, 48000] = 48000
+    video_bitrate_kbps: int = Field(default=2500, ge=100, le=50000)
+    x264_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = "veryfast"
+    # Recording stops (sealing what it has) rather than start a segment with less free space.
+    min_free_mb: int = Field(default=200, ge=1)
+    # A camera or microphone that delivers nothing for this long has failed.
+    stall_timeout_s: float = Field(default=2.0, gt=0, le=60)
+
+
 class NoticeConfig(_Section):
     languages: list[Literal["en", "cy"]] = Field(default=["en", "cy"], min_length=1)
     start_en: str = Field(default=START_NOTICE_EN, min_length=1)
@@ -96,6 +110,10 @@ class SimConfig(_Section):
     control_socket: FilePath | None = None
     pad_keystore: FilePath | None = None
     speaker: Literal["memory", "sounddevice"] = "memory"
+    # Frames and samples at the real rate (true), or as fast as the encoder takes them (false).
+    realtime: bool = True
+    # Read the camera's frames from this video file (the USB-webcam path) instead of drawing them.
+    camera_file: FilePath | None = None
     # How fast simulated time runs for sounds: 1.0 is real time; tests use more.
     speed: float = Field(default=1.0, gt=0, le=10000)
 
@@ -103,6 +121,7 @@ class SimConfig(_Section):
 class Config(_Section):
     device: DeviceConfig
     recording: RecordingConfig = RecordingConfig()
+    capture: CaptureConfig = CaptureConfig()
     notice: NoticeConfig = NoticeConfig()
     pad: PadConfig = PadConfig()
     gpio: GpioConfig = GpioConfig()

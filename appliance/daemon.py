@@ -17,9 +17,11 @@ import sdnotify
 from appliance import journal
 from appliance.clock import synchronised_check
 from appliance.config import Config, ConfigError, load
+from appliance.device_key import load_or_create
 from appliance.hardware import Hardware, make_hardware
 from appliance.notice import Notices, NoticeUnavailable
 from appliance.padlink import PadLink, SerialPadLink, serve_socket
+from appliance.recordings import recover_interrupted
 from appliance.roster import Roster
 from appliance.unit import Unit
 from uploader.spool import Spool
@@ -54,13 +56,15 @@ async def serve(config: Config, hw: Hardware) -> int:
     roster = Roster(config.device.roster_dir)
     spool = Spool(config.device.state_dir / "spool")
     spool.recover()
+    device_key = load_or_create(config.device.state_dir)
+    recover_interrupted(spool, config.device.id, device_key)
     notices, notice_error = None, None
     try:
         notices = await asyncio.to_thread(Notices.synthesise, config.notice)
     except NoticeUnavailable as e:
         notice_error = str(e)
-    unit = Unit(config, roster, spool, hw, notices, synchronised_check(config.clock.synchronised),
-                notices_error=notice_error)
+    unit = Unit(config, roster, spool, hw, notices, device_key,
+                synchronised_check(config.clock.synchronised), notices_error=notice_error)
     link = PadLink(unit)
     server = await serve_socket(link, config.pad.socket, config.pad.socket_group)
     serial_link = None

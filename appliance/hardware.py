@@ -9,14 +9,16 @@ imports `hwsim` except the `sim` branch of `make_hardware`.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 import gpiozero
 
 from appliance.config import Config
 from appliance.notice import Speaker
-from capture.devices import CaptureDevice
+from capture.pipeline import Camera, CaptureSettings, Microphone
 from led_indicator.lights import RecordingLed, StatusLed
 
 if TYPE_CHECKING:
@@ -43,9 +45,10 @@ class Hardware:
     recording_led: RecordingLed
     status_led: StatusLed
     speaker: Speaker
-    camera: CaptureDevice
-    microphone: CaptureDevice
+    camera: Camera
+    microphone: Microphone
     trace: Trace = no_trace
+    free_bytes: Callable[[Path], int] = lambda path: shutil.disk_usage(path).free
     # Extra tasks the backend runs beside the daemon (the simulator's control socket and pad).
     services: list[Callable[["Unit"], Awaitable[None]]] = field(default_factory=list)
     on_close: list[Callable[[], None]] = field(default_factory=list)
@@ -79,15 +82,20 @@ def make_hardware(kind: str, config: Config) -> Hardware:
     raise ValueError(f"unknown hardware kind {kind!r}")
 
 
+def capture_settings(config: Config) -> CaptureSettings:
+    """The capture chain's settings from the configuration."""
+    return CaptureSettings(**config.capture.model_dump())
+
+
 def _make_pi_hardware(config: Config) -> Hardware:
     from appliance.speaker import SoundDeviceSpeaker
     from capture.pi import PiCamera, SoundDeviceMicrophone
-    gpio = config.gpio
+    gpio, c = config.gpio, config.capture
     return Hardware(
         button=gpiozero.Button(gpio.button_pin, pull_up=True, bounce_time=gpio.button_bounce_s or None),
         recording_led=RecordingLed(gpio.recording_led_pin),
         status_led=StatusLed(gpio.status_led_pins),
         speaker=SoundDeviceSpeaker(),
-        camera=PiCamera(),
-        microphone=SoundDeviceMicrophone(),
+        camera=PiCamera((c.width, c.height), c.fps),
+        microphone=SoundDeviceMicrophone(c.audio_rate),
     )

@@ -23,11 +23,14 @@ from dataclasses import dataclass
 from typing import Callable
 
 from appliance.config import Config
-from appliance.hardware import Hardware
+from appliance import recordings
+from appliance.hardware import Hardware, capture_settings
 from appliance.notice import Notices, NoticeUnavailable, Sound
 from appliance.roster import Roster
 from appliance.token import Challenges, Reason, StartToken, TokenRejected, TokenVerifier
 from capture.devices import CaptureError
+from capture.pipeline import Recorder
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from led_indicator.guard import CaptureGuard, StillOpen
 from led_indicator.lights import LedFault
 from led_indicator.patterns import Pattern
@@ -58,7 +61,8 @@ class Unit:
     """The recorder. Methods must be called on the loop that runs it."""
 
     def __init__(self, config: Config, roster: Roster, spool: Spool, hw: Hardware,
-                 notices: Notices | None, clock_synchronised: Callable[[], bool] = lambda: False,
+                 notices: Notices | None, device_key: Ed25519PrivateKey,
+                 clock_synchronised: Callable[[], bool] = lambda: False,
                  notices_error: str | None = None):
         self.config = config
         self.state = State.IDLE
@@ -68,6 +72,8 @@ class Unit:
         self._spool = spool
         self._notices = notices
         self._notices_error = notices_error
+        self._device_key = device_key
+        self._ended_by = "stop"
         self._verifier = TokenVerifier(roster, config.device.id, clock_synchronised,
                                        config.clock.skew_s)
         self._challenges = Challenges(config.recording.arm_timeout_s)
@@ -112,6 +118,7 @@ class Unit:
         if task is None:
             return
         self._hw.trace("stop_requested", why=why)
+        self._ended_by = why
         self._stop_requested.set()
         self._cancel_notice.set()
         await asyncio.shield(task)
@@ -147,8 +154,9 @@ class Unit:
 
     async def _session(self, token: StartToken) -> None:
         opened = False    # a device was asked to open: the room is told when it stops
-        captured = False  # a device did open: the recording exists
         recording = None
+        recorder = None
+        self._ended_by = "stop"
         try:
             self.fault = None
             await asyncio.to_thread(self._guard.light)
@@ -160,28 +168,28 @@ class Unit:
                     return
                 opened = True
                 await asyncio.to_thread(self._guard.open, device)
-                captured = True
             if self._stop_requested.is_set():
                 return
+            recorder = Recorder(self._hw.camera, self._hw.microphone, recording.path,
+                                token.recipient, capture_settings(self.config),
+                                self._hw.free_bytes)
+            recorder.start()
             self._set_state(State.RECORDING)
             self._hw.trace("recording", recording=recording.recording_id)
-            await self._record_until_stopped()
+            await self._record_until_stopped(recorder)
         except LedFault as e:
-            self._set_fault("led", str(e))
+            self._fail("led", str(e))
         except NoticeUnavailable as e:
-            self._set_fault("speaker", str(e))
+            self._fail("speaker", str(e))
         except CaptureError as e:
-            self._set_fault("capture", str(e))
+            self._fail("capture", str(e))
         except Exception as e:  # an unexpected error still ends in the safe state below
             log.exception("recording failed")
-            self._set_fault("internal", f"{type(e).__name__}: {e}")
+            self._fail("internal", f"{type(e).__name__}: {e}")
         finally:
-            await self._end_session(speak=opened)
-            if recording is not None and not captured:
-                # Nothing was captured: leave no trace of who tried to record.
-                await asyncio.to_thread(self._spool.discard, recording.recording_id)
+            await self._end_session(recording, recorder, speak=opened)
 
-    async def _record_until_stopped(self) -> None:
+    async def _record_until_stopped(self, recorder: Recorder) -> None:
         deadline = time.monotonic() + self.config.recording.max_minutes * 60
         while not self._stop_requested.is_set():
             try:
@@ -189,12 +197,20 @@ class Unit:
             except TimeoutError:
                 pass
             await asyncio.to_thread(self._guard.check)  # LedFault stops the recording
+            if recorder.error is not None:
+                raise recorder.error
             if time.monotonic() >= deadline:
                 self._hw.trace("stop_requested", why="maximum length")
+                self._ended_by = "maximum length"
                 return
 
-    async def _end_session(self, speak: bool) -> None:
+    async def _end_session(self, recording, recorder: Recorder | None, speak: bool) -> None:
         self._set_state(State.STOPPING)
+        if recorder is not None:
+            # Stop reading and seal the last segment before the devices close under it.
+            await asyncio.to_thread(recorder.stop)
+            if recorder.error is not None and not self._ended_by.startswith("fault"):
+                self._fail("capture", str(recorder.error))
         try:
             await asyncio.to_thread(self._guard.close_all)
         except StillOpen as e:
@@ -205,6 +221,8 @@ class Unit:
             pass  # already reported: the LED stays lit while a device may be open (P2)
         except LedFault as e:
             self._set_fault("led", str(e))
+        if recording is not None:
+            await self._close_recording(recording, captured=recorder is not None)
         if speak and self._notices is not None:
             try:
                 await self._speak(self._notices.stop, cancellable=False)
@@ -212,6 +230,20 @@ class Unit:
                 self._set_fault("speaker", str(e))
         self._session_task = None
         self._set_state(State.IDLE)
+
+    async def _close_recording(self, recording, captured: bool) -> None:
+        if not captured:
+            # Nothing was captured: leave no trace of who tried to record.
+            await asyncio.to_thread(self._spool.discard, recording.recording_id)
+            return
+        entries = await asyncio.to_thread(recordings.finish, recording, self.config.device.id,
+                                          self._device_key, self._ended_by)
+        self._hw.trace("manifest", recording=recording.recording_id, segments=len(entries),
+                       ended_by=self._ended_by)
+
+    def _fail(self, component: str, reason: str) -> None:
+        self._ended_by = f"fault: {component}: {reason}"
+        self._set_fault(component, reason)
 
     async def _speak(self, sound: Sound, cancellable: bool) -> bool:
         cancel = self._cancel_notice if cancellable else threading.Event()

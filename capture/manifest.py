@@ -36,6 +36,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from capture.keyformat import b64, fingerprint, raw_public, unb64
+from uploader.durable import atomic_write
 
 VERSION = 1
 DOMAIN = b"classcam manifest v1\n"
@@ -74,6 +75,11 @@ class SegmentEntry:
 def segment_file(index: int) -> str:
     """The file name of segment `index` (from 1)."""
     return f"seg-{index:06d}.ts.age"
+
+
+def sidecar_file(index: int) -> str:
+    """Where the unit keeps segment `index`'s manifest entry until the manifest is written."""
+    return f"seg-{index:06d}.json"
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,24 @@ def open_manifest(data: bytes, identity: pyrage.x25519.Identity) -> Manifest:
                 or s["file"] != segment_file(i):
             raise ManifestRejected(f"manifest segment list is malformed at entry {i}")
     return Manifest(body, key)
+
+
+def write_manifest(directory: Path, *, recording_id: str, teacher_id: str, device_id: str,
+                   recipient: str, start: dict, end: dict, complete: bool, ended_by: str,
+                   device_key: Ed25519PrivateKey) -> list[SegmentEntry]:
+    """Write `manifest.age` for the sealed segments in `directory` (from their sidecar entries,
+    in index order; a gap ends the list); returns the segments it lists."""
+    entries = []
+    for index in range(1, 1_000_000):
+        sidecar = directory / sidecar_file(index)
+        if not sidecar.exists() or not (directory / segment_file(index)).exists():
+            break
+        entries.append(SegmentEntry(**json.loads(sidecar.read_bytes())))
+    body = {"recording_id": recording_id, "teacher_id": teacher_id, "device_id": device_id,
+            "complete": complete, "ended_by": ended_by, "start": start, "end": end,
+            "segments": [e.to_json() for e in entries]}
+    atomic_write(directory / MANIFEST_FILE, seal(body, device_key, recipient), mode=0o600)
+    return entries
 
 
 def sha256_file(path: Path) -> str:

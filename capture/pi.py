@@ -1,12 +1,16 @@
 """The Raspberry Pi's own capture devices: the camera through picamera2, the microphone through
-sounddevice. Imported only by the `pi` hardware factory; neither library is needed elsewhere."""
+sounddevice. Imported only by the `pi` hardware factory; neither library is needed elsewhere.
+(Not exercised on this PC: picamera2 needs libcamera. The Pi's hardware H.264 encoder comes with
+the Pi backend issue; until then frames go through the same PyAV chain as in the simulator.)"""
 from __future__ import annotations
+
+import numpy as np
 
 from capture.devices import CaptureError
 
 
 class PiCamera:
-    """The Pi camera module (libcamera) through picamera2."""
+    """The Pi camera module (libcamera) through picamera2, giving BGR frames."""
 
     name = "camera"
 
@@ -20,11 +24,20 @@ class PiCamera:
             from picamera2 import Picamera2
             cam = Picamera2()
             self._cam = cam
+            # libcamera's "RGB888" is B, G, R in memory: the bgr24 the encoder takes.
             cam.configure(cam.create_video_configuration(
-                main={"size": self._size}, controls={"FrameRate": self._fps}))
+                main={"size": self._size, "format": "RGB888"},
+                controls={"FrameRate": self._fps}))
             cam.start()
         except Exception as e:
             raise CaptureError(f"camera: {e}") from e
+
+    def read(self, timeout: float) -> np.ndarray:
+        try:
+            job = self._cam.capture_array("main", wait=False)
+            return self._cam.wait(job, timeout=timeout)
+        except Exception as e:
+            raise CaptureError(f"camera: no frame within {timeout:g} s: {e}") from e
 
     def close(self) -> None:
         cam, self._cam = self._cam, None
@@ -36,23 +49,31 @@ class PiCamera:
 
 
 class SoundDeviceMicrophone:
-    """A USB or I2S microphone through sounddevice (PortAudio)."""
+    """A USB or I2S microphone through sounddevice (PortAudio), mono float32."""
 
     name = "microphone"
 
-    def __init__(self, rate: int = 48000, channels: int = 1, device: str | None = None):
-        self._rate, self._channels, self._device = rate, channels, device
+    def __init__(self, rate: int = 48000, device: str | None = None):
+        self._rate, self._device = rate, device
         self._stream = None
 
     def open(self) -> None:
         try:
             import sounddevice
-            self._stream = sounddevice.RawInputStream(
-                samplerate=self._rate, channels=self._channels, dtype="int16",
-                device=self._device)
+            self._stream = sounddevice.InputStream(samplerate=self._rate, channels=1,
+                                                   dtype="float32", device=self._device)
             self._stream.start()
         except Exception as e:
             raise CaptureError(f"microphone: {e}") from e
+
+    def read(self, samples: int, timeout: float) -> np.ndarray:
+        try:
+            data, overflowed = self._stream.read(samples)
+        except Exception as e:
+            raise CaptureError(f"microphone: {e}") from e
+        if overflowed:
+            raise CaptureError("microphone: input overflow, samples were lost")
+        return data[:, 0]
 
     def close(self) -> None:
         stream, self._stream = self._stream, None

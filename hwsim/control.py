@@ -21,7 +21,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hwsim.faults import Faults
 
 if TYPE_CHECKING:
     from appliance.unit import Unit

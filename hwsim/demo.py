@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         unit.control("press")
         unit.wait_state("armed")
         say("The unit is armed (amber blinking) and sends a challenge to the PIN pad")
-        say(f"The teacher types their PIN on the pad: it mints a signed start token")
+        say("The teacher types their PIN on the pad: it mints a signed start token")
         result = unit.control("pin", teacher=TEACHER, pin=PIN)["result"]
         say(f"The unit answers the pad: {result}")
         if not result["ok"]:

@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from dataclasses import dataclass
-from pathlib import Path
 
 import gpiozero
 
 from appliance.config import Config
 from appliance.hardware import Hardware
 from hwsim import control
-from hwsim.capture import SimDevice
+from hwsim.capture import SimCamera, SimMicrophone
 from hwsim.faults import Faults
 from hwsim.gpio import SimPinFactory
 from hwsim.pinpad import SimPinPad
@@ -27,7 +27,7 @@ class SimParts:
     faults: Faults
     pin_factory: SimPinFactory
     speaker: MemorySpeaker
-    devices: dict[str, SimDevice]
+    devices: dict[str, SimCamera | SimMicrophone]
     pad: SimPinPad | None = None
 
     @property
@@ -56,7 +56,9 @@ def make_sim_hardware(config: Config) -> Hardware:
         from appliance.speaker import SoundDeviceSpeaker
         inner = SoundDeviceSpeaker()
     speaker = MemorySpeaker(timeline, faults, speed=sim.speed, inner=inner)
-    devices = {name: SimDevice(name, timeline, faults) for name in ("camera", "microphone")}
+    c = config.capture
+    devices = {"camera": SimCamera(timeline, faults, c.width, c.height, c.fps, sim.realtime),
+               "microphone": SimMicrophone(timeline, faults, c.audio_rate, sim.realtime)}
     parts = SimParts(timeline, faults, factory, speaker, devices)
     hw = Hardware(
         button=gpiozero.Button(gpio.button_pin, pull_up=True, bounce_time=None,
@@ -67,6 +69,7 @@ def make_sim_hardware(config: Config) -> Hardware:
         camera=devices["camera"],
         microphone=devices["microphone"],
         trace=timeline,
+        free_bytes=lambda path: 0 if "disk_full" in faults else shutil.disk_usage(path).free,
         parts=parts,
     )
     if sim.pad_keystore is not None:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import threading
 
-KNOWN = frozenset({"led", "speaker", "camera", "microphone", "camera_close"})
+KNOWN = frozenset({"led", "speaker", "camera", "microphone", "camera_close", "microphone_close",
+                   "camera_stall", "microphone_error", "disk_full"})
 
 
 class Faults:

@@ -91,6 +91,8 @@ class Lab:
             "device": {"id": DEVICE_ID, "roster_dir": str(self.roster_dir),
                        "state_dir": str(self.state_dir), "runtime_dir": str(self.run_dir)},
             "notice": {"languages": ["en"]},
+            "capture": {"width": 320, "height": 240, "fps": 25, "segment_seconds": 1,
+                        "x264_preset": "ultrafast", "min_free_mb": 1},
             "pad": {"socket": str(self.pad_socket), "socket_group": ""},
             "clock": {"synchronised": "yes"},
             "sim": {"timeline": str(self.timeline_path),

@@ -9,7 +9,7 @@ import pyrage
 import pytest
 
 from appliance.keys import KeyFileError, load_identity, load_signing_key
-from appliance.roster import CardRejected, Roster, TeacherCard
+from appliance.roster import Roster, TeacherCard
 from hwsim.lab import PASSPHRASE
 
 

@@ -3,7 +3,6 @@ null sink whose monitor we record. Proves the sound reached the "room" in full b
 from __future__ import annotations
 
 import array
-import os
 import shutil
 import subprocess
 import tempfile

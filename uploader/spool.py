@@ -16,6 +16,7 @@ import logging
 import os
 import secrets
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ class Recording:
     recipient: str
     sequence: int
     path: Path
+    start: dict  # {"monotonic": float, "wall": float} when the recording was created
 
 
 class Spool:
@@ -50,13 +52,14 @@ class Spool:
         recording_id = secrets.token_hex(16)
         tmp = self.directory / f".new-{recording_id}"
         tmp.mkdir(mode=0o700)
+        start = {"monotonic": time.monotonic(), "wall": time.time()}
         meta = {"recording_id": recording_id, "teacher_id": teacher_id,
-                "recipient": recipient, "sequence": sequence}
+                "recipient": recipient, "sequence": sequence, "start": start}
         atomic_write(tmp / META, json.dumps(meta).encode(), mode=0o600)
         final = self.directory / recording_id
         os.rename(tmp, final)
         fsync_dir(self.directory)
-        return Recording(recording_id, teacher_id, recipient, sequence, final)
+        return Recording(recording_id, teacher_id, recipient, sequence, final, start)
 
     def recordings(self) -> list[Recording]:
         """Every complete recording directory, in order."""
@@ -67,7 +70,8 @@ class Spool:
             try:
                 meta = json.loads((path / META).read_bytes())
                 found.append(Recording(meta["recording_id"], meta["teacher_id"],
-                                       meta["recipient"], int(meta["sequence"]), path))
+                                       meta["recipient"], int(meta["sequence"]), path,
+                                       meta["start"]))
             except (OSError, ValueError, KeyError, TypeError) as e:
                 log.error("spool: %s is unreadable, left in place: %s", path.name, e)
         return sorted(found, key=lambda r: r.sequence)

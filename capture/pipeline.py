@@ -1,0 +1,277 @@
+"""Capture as a chain: camera + microphone -> `Encoders` -> `Segmenter` -> `SealingSink`.
+
+    recorder = Recorder(camera, microphone, recording_dir, recipient, settings)
+    recorder.start()                 # a thread; camera and microphone are already open
+    ...
+    entries = recorder.stop()        # flushes the encoders and seals the last segment
+
+H.264 (libx264, one keyframe a second, no B-frames) and AAC are encoded with PyAV and muxed into
+MPEG-TS, which survives a power cut mid-file. The segmenter switches to a new segment on the first
+keyframe at or after each `segment_seconds`, the way picamera2's SplittableOutput switches
+outputs: every packet goes to exactly one segment, and timestamps run on across segments. Each
+segment is written only through a `SealingSink`, so plaintext never reaches a disk (P4).
+
+An error of the camera, microphone or disk stops the recording; what was captured before it is
+sealed (or, for a failed segment write, that one segment is deleted) and `error` says why.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Protocol
+
+import av
+import numpy as np
+
+from capture.devices import CaptureError
+from capture.manifest import SegmentEntry, sidecar_file
+from capture.sealing import Sealed, SealingSink
+from uploader.durable import atomic_write
+
+log = logging.getLogger(__name__)
+
+
+class Camera(Protocol):
+    name: str
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def read(self, timeout: float) -> np.ndarray:
+        """The next frame, BGR uint8 of the configured size; CaptureError after `timeout`."""
+        ...
+
+
+class Microphone(Protocol):
+    name: str
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def read(self, samples: int, timeout: float) -> np.ndarray:
+        """The next `samples` mono float32 samples in [-1, 1]; CaptureError after `timeout`."""
+        ...
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    width: int = 1280
+    height: int = 720
+    fps: int = 25
+    segment_seconds: int = 10
+    audio_rate: int = 48000
+    video_bitrate_kbps: int = 2500
+    x264_preset: str = "veryfast"
+    min_free_mb: int = 200
+    stall_timeout_s: float = 2.0
+
+
+class DiskFull(CaptureError):
+    """Too little free space to start another segment."""
+
+
+class Recorder:
+    """Runs the capture chain on its own thread."""
+
+    def __init__(self, camera: Camera, microphone: Microphone, directory: Path, recipient: str,
+                 settings: CaptureSettings,
+                 free_bytes: Callable[[Path], int] = lambda p: shutil.disk_usage(p).free):
+        self._camera = camera
+        self._microphone = microphone
+        self._settings = settings
+        self._segmenter = Segmenter(directory, recipient, settings, free_bytes)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
+        self.error: CaptureError | None = None
+        self.frames = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    def stop(self) -> list[SegmentEntry]:
+        """Stop capturing, seal the last segment; returns every sealed segment in order."""
+        self._stop.set()
+        self._thread.join()
+        return self._segmenter.sealed
+
+    def _run(self) -> None:
+        s = self._settings
+        encoders = Encoders(s)
+        try:
+            try:
+                while not self._stop.is_set():
+                    image = self._camera.read(s.stall_timeout_s)
+                    samples = self._microphone.read(encoders.samples_for_frame(self.frames),
+                                                    s.stall_timeout_s)
+                    for packet, video in encoders.encode(image, samples, self.frames):
+                        self._segmenter.route(packet, video)
+                    self.frames += 1
+            except CaptureError as e:  # camera or microphone: seal what was captured
+                self.error = e
+            for packet, video in encoders.flush():
+                self._segmenter.route(packet, video)
+            self._segmenter.close()
+        except CaptureError as e:  # the sink or the disk: that segment is lost, not others
+            self.error = self.error or e
+            self._segmenter.abort()
+        except Exception as e:  # an encoder error is a capture error too, never a silent stop
+            log.exception("capture failed")
+            self.error = self.error or CaptureError(f"encoder: {e}")
+            self._segmenter.abort()
+
+
+class Encoders:
+    """H.264 and AAC encoders for one recording, with continuous timestamps."""
+
+    def __init__(self, s: CaptureSettings):
+        self._s = s
+        self.video = av.CodecContext.create("libx264", "w")
+        self.video.width, self.video.height = s.width, s.height
+        self.video.pix_fmt = "yuv420p"
+        self.video.time_base = Fraction(1, s.fps)
+        self.video.framerate = Fraction(s.fps)
+        self.video.gop_size = s.fps  # a keyframe every second: segments cut within a second
+        self.video.bit_rate = s.video_bitrate_kbps * 1000
+        self.video.options = {"preset": s.x264_preset, "tune": "zerolatency"}
+        self.video.open()
+        self.audio = av.CodecContext.create("aac", "w")
+        self.audio.sample_rate = s.audio_rate
+        self.audio.layout = "mono"
+        self.audio.format = "fltp"
+        self.audio.time_base = Fraction(1, s.audio_rate)
+        self.audio.open()
+        self._fifo = av.AudioFifo()
+        self._samples_in = 0
+
+    def samples_for_frame(self, n: int) -> int:
+        """Audio samples that belong with video frame `n` (exact over any number of frames)."""
+        r, f = self._s.audio_rate, self._s.fps
+        return (n + 1) * r // f - n * r // f
+
+    def encode(self, image: np.ndarray, samples: np.ndarray,
+               n: int) -> list[tuple[av.Packet, bool]]:
+        """Encode frame `n` and its samples; returns (packet, is_video) pairs."""
+        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+        frame.pts = n
+        packets = [(p, True) for p in self.video.encode(frame)]
+        chunk = av.AudioFrame.from_ndarray(samples.reshape(1, -1).astype(np.float32),
+                                           format="fltp", layout="mono")
+        chunk.sample_rate = self._s.audio_rate
+        chunk.pts = self._samples_in
+        self._samples_in += samples.shape[-1]
+        self._fifo.write(chunk)
+        while (aac := self._fifo.read(self.audio.frame_size)) is not None:
+            packets.extend((p, False) for p in self.audio.encode(aac))
+        return packets
+
+    def flush(self) -> list[tuple[av.Packet, bool]]:
+        """Everything the encoders still hold, the last short AAC frame included."""
+        packets = [(p, True) for p in self.video.encode(None)]
+        rest = self._fifo.read()
+        if rest is not None:
+            packets.extend((p, False) for p in self.audio.encode(rest))
+        packets.extend((p, False) for p in self.audio.encode(None))
+        return packets
+
+
+class Segmenter:
+    """Routes packets into MPEG-TS segments, each behind its own `SealingSink`."""
+
+    def __init__(self, directory: Path, recipient: str, s: CaptureSettings,
+                 free_bytes: Callable[[Path], int]):
+        self._directory = directory
+        self._recipient = recipient
+        self._s = s
+        self._free_bytes = free_bytes
+        self._segment_frames = s.segment_seconds * s.fps
+        self._current: _Segment | None = None
+        self._waiting_audio: list[av.Packet] = []
+        self.sealed: list[SegmentEntry] = []
+
+    def route(self, packet: av.Packet, video: bool) -> None:
+        """Send `packet` to the current segment, starting a new one on a due keyframe."""
+        if packet.dts is None:
+            return
+        if video and packet.is_keyframe and (
+                self._current is None
+                or packet.pts >= self._current.first_frame + self._segment_frames):
+            self._rotate(packet.pts)
+        if self._current is None:  # audio before the first keyframe waits for its segment
+            self._waiting_audio.append(packet)
+            return
+        self._current.mux(packet, video)
+
+    def close(self) -> None:
+        """Seal the current segment."""
+        if self._current is not None:
+            self._seal()
+
+    def abort(self) -> None:
+        if self._current is not None:
+            self._current.sink_abort()
+            self._current = None
+
+    def _rotate(self, first_frame: int) -> None:
+        if self._current is not None:
+            self._seal()
+        free = self._free_bytes(self._directory)
+        if free < self._s.min_free_mb * 1024 * 1024:
+            raise DiskFull(f"only {free // (1024 * 1024)} MB free; recording stopped with "
+                           f"{len(self.sealed)} segment(s) sealed")
+        self._current = _Segment(self._directory, len(self.sealed) + 1, self._recipient,
+                                 self._s, first_frame)
+        for packet in self._waiting_audio:
+            self._current.mux(packet, False)
+        self._waiting_audio.clear()
+
+    def _seal(self) -> None:
+        segment, self._current = self._current, None
+        entry = segment.seal()
+        atomic_write(self._directory / sidecar_file(entry.index),
+                     json.dumps(entry.to_json()).encode(), mode=0o600)
+        self.sealed.append(entry)
+
+
+class _Segment:
+    def __init__(self, directory: Path, index: int, recipient: str, s: CaptureSettings,
+                 first_frame: int):
+        self.index = index
+        self.first_frame = first_frame
+        self.last_frame = first_frame
+        self._fps = s.fps
+        self._sink = SealingSink(directory, index, recipient)
+        self._container = av.open(self._sink, "w", format="mpegts")
+        self._video = self._container.add_mux_stream("h264", rate=s.fps, width=s.width,
+                                                     height=s.height)
+        self._audio = self._container.add_mux_stream("aac", rate=s.audio_rate)
+
+    def mux(self, packet: av.Packet, video: bool) -> None:
+        if video:
+            self.last_frame = max(self.last_frame, packet.pts)
+        packet.stream = self._video if video else self._audio
+        self._container.mux(packet)
+
+    def seal(self) -> SegmentEntry:
+        self._container.close()
+        sealed: Sealed = self._sink.seal()
+        frames = self.last_frame - self.first_frame + 1
+        return SegmentEntry(self.index, sealed.path.name, sealed.sha256, frames / self._fps,
+                            self.first_frame / self._fps, self.last_frame / self._fps)
+
+    def sink_abort(self) -> None:
+        try:
+            self._container.close()
+        except Exception as e:  # its output already failed; the segment is being thrown away
+            log.warning("segment %d: closing the muxer after a failure: %s", self.index, e)
+        self._sink.abort()

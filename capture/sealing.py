@@ -1,0 +1,118 @@
+"""The encryption sink: the last output in the capture chain, and the only one that touches disk.
+
+    sink = SealingSink(directory, index=1, recipient="age1...")
+    sink.write(ts_bytes)          # plaintext goes into a pipe, never to a file
+    sealed = sink.seal()          # ciphertext fsynced and renamed into place
+
+Plaintext written here goes through an `os.pipe` to a thread running pyrage's streaming
+`encrypt_io`, which writes age ciphertext to `.seg-NNNNNN.ts.age.partial`. `seal()` ends the
+stream, fsyncs the ciphertext, renames it to `seg-NNNNNN.ts.age` and fsyncs the directory, so a
+segment is either whole and sealed or absent. A partial file holds only ciphertext and is deleted
+on recovery (P4).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyrage
+
+from capture.devices import CaptureError
+from capture.manifest import segment_file
+from uploader.durable import fsync_dir
+
+PARTIAL_SUFFIX = ".partial"
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A segment file that is complete on disk."""
+
+    path: Path
+    sha256: str
+    size: int
+
+
+class SealingSink:
+    """A write-only file object (what PyAV's muxer writes to) that encrypts as it is written."""
+
+    def __init__(self, directory: Path, index: int, recipient: str):
+        self.final = directory / segment_file(index)
+        self.partial = directory / f".{self.final.name}{PARTIAL_SUFFIX}"
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._error: BaseException | None = None
+        self._out = open(os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
+        read_fd, write_fd = os.pipe()
+        self._reader = os.fdopen(read_fd, "rb")
+        self._writer = os.fdopen(write_fd, "wb", buffering=0)
+        self._thread = threading.Thread(target=self._encrypt, args=(recipient,),
+                                        name=f"seal-{index}", daemon=True)
+        self._thread.start()
+
+    def write(self, data: bytes) -> int:
+        """Take plaintext; raises CaptureError if the encryptor has failed (e.g. disk full)."""
+        try:
+            self._writer.write(data)
+        except (BrokenPipeError, OSError, ValueError) as e:
+            raise CaptureError(f"segment {self.final.name}: {self._error or e}") from e
+        return len(data)
+
+    def seal(self) -> Sealed:
+        """End the segment: wait for the last ciphertext, make it durable, give it its name."""
+        self._finish()
+        if self._error is not None:
+            self.partial.unlink(missing_ok=True)
+            raise CaptureError(f"segment {self.final.name}: {self._error}")
+        os.replace(self.partial, self.final)
+        fsync_dir(self.final.parent)
+        return Sealed(self.final, self._hash.hexdigest(), self._size)
+
+    def abort(self) -> None:
+        """Give up on this segment: its partial ciphertext is deleted."""
+        self._finish()
+        self.partial.unlink(missing_ok=True)
+
+    def _finish(self) -> None:
+        if not self._writer.closed:
+            try:
+                self._writer.close()
+            except OSError:
+                pass  # the encryptor already failed and closed its end; its error is kept
+        self._thread.join()
+
+    def _encrypt(self, recipient: str) -> None:
+        try:
+            pyrage.encrypt_io(self._reader, _Hashing(self), [pyrage.x25519.Recipient.from_str(recipient)])
+            self._out.flush()
+            os.fsync(self._out.fileno())
+        except BaseException as e:  # kept and re-raised in the capture thread by seal()/write()
+            self._error = e
+        finally:
+            self._reader.close()  # a writer still writing now gets EPIPE instead of blocking
+            self._out.close()
+
+
+class _Hashing:
+    """Passes ciphertext to the file while hashing it (the hash the manifest and upload use)."""
+
+    def __init__(self, sink: SealingSink):
+        self._sink = sink
+
+    def write(self, data: bytes) -> int:
+        self._sink._hash.update(data)
+        self._sink._size += len(data)
+        return self._sink._out.write(data)
+
+
+def remove_partials(directory: Path) -> list[Path]:
+    """Delete the unfinished (ciphertext) segments a crash left; returns what was removed."""
+    removed = sorted(directory.glob(f".*{PARTIAL_SUFFIX}"))
+    for path in removed:
+        path.unlink()
+    if removed:
+        fsync_dir(directory)
+    return removed
