@@ -168,6 +168,7 @@ class Encoders:
         chunk = av.AudioFrame.from_ndarray(samples.reshape(1, -1).astype(np.float32),
                                            format="fltp", layout="mono")
         chunk.sample_rate = self._s.audio_rate
+        chunk.time_base = self.audio.time_base  # so the FIFO's frames carry timestamps on
         chunk.pts = self._samples_in
         self._samples_in += samples.shape[-1]
         self._fifo.write(chunk)
@@ -201,8 +202,8 @@ class Segmenter:
 
     def route(self, packet: av.Packet, video: bool) -> None:
         """Send `packet` to the current segment, starting a new one on a due keyframe."""
-        if packet.dts is None:
-            return
+        if packet.dts is None:  # dropping it would drop a frame or samples without a trace
+            raise CaptureError("encoder gave a packet without a timestamp")
         if video and packet.is_keyframe and (
                 self._current is None
                 or packet.pts >= self._current.first_frame + self._segment_frames):
@@ -254,7 +255,9 @@ class _Segment:
         self._container = av.open(self._sink, "w", format="mpegts")
         self._video = self._container.add_mux_stream("h264", rate=s.fps, width=s.width,
                                                      height=s.height)
-        self._audio = self._container.add_mux_stream("aac", rate=s.audio_rate)
+        # A mux-only stream would carry no AudioSpecificConfig, and MPEG-TS needs it to write
+        # ADTS headers; an AAC stream with the encoder's settings gives the same config.
+        self._audio = self._container.add_stream("aac", rate=s.audio_rate, layout="mono")
 
     def mux(self, packet: av.Packet, video: bool) -> None:
         if video:

@@ -1,0 +1,156 @@
+"""Gap-free segments, encrypted as they are written (P4, P5), with the real daemon."""
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from capture.manifest import MANIFEST_FILE, open_manifest, sha256_file
+from hwsim.invariants import check_all, device_intervals, led_intervals
+from tests.media import (decode_segments, identity, looks_like_plaintext_media,
+                         recording_dirs)
+
+
+def _frames(events) -> list[int]:
+    return [e["n"] for e in events if e["ev"] == "frame"]
+
+
+def test_segments_hold_every_frame_once_and_decrypt_with_the_age_cli(unit, lab):
+    assert unit.lesson("t-evans", seconds=3.2)["ok"]
+    events = lab.timeline()
+    produced = _frames(events)
+    (rec,) = recording_dirs(lab)
+    ident = identity(lab)
+    segments = sorted(rec.glob("seg-*.ts.age"))
+    assert len(segments) >= 3
+    # The standard tool decrypts every segment with the teacher's identity.
+    id_file = lab.root / "teacher-identity.txt"
+    id_file.write_text(str(ident) + "\n")
+    for seg in segments:
+        plain = subprocess.run(["age", "-d", "-i", str(id_file), str(seg)], check=True,
+                               capture_output=True).stdout
+        assert plain[:1] == b"\x47" and len(plain) % 188 == 0
+    decoded = decode_segments(rec, ident)
+    assert (decoded.video_codec, decoded.audio_codec) == ("h264", "aac")
+    assert decoded.counters == list(range(len(produced))) == produced
+    assert all(decoded.segments_start_on_keyframe)
+    video_s = len(decoded.counters) / 25
+    audio_s = decoded.audio_samples / decoded.audio_rate
+    assert abs(audio_s - video_s) <= 1 / 25, (audio_s, video_s)
+    # The manifest lists each sealed segment with its ciphertext hash, signed by the unit.
+    manifest = open_manifest((rec / MANIFEST_FILE).read_bytes(), ident)
+    assert manifest.body["complete"] is True and manifest.body["ended_by"] == "stop pressed"
+    assert [(s.file, s.sha256) for s in manifest.segments] == [
+        (p.name, sha256_file(p)) for p in segments]
+    assert sum(s.duration for s in manifest.segments) == pytest.approx(video_s)
+    # Frames were only ever captured while the recording LED was lit.
+    (on, off), = led_intervals(events)
+    assert all(on < e["t"] < off for e in events if e["ev"] == "frame")
+    assert check_all(events) == []
+
+
+def test_no_plaintext_media_reaches_any_disk_during_or_after_recording(unit, lab):
+    started = time.time()
+    places = [lab.root, Path(tempfile.gettempdir())]
+    found: list[str] = []
+    scanned = set()
+
+    def scan() -> None:
+        for place in places:
+            for dirpath, _, files in os.walk(place):
+                for name in files:
+                    path = Path(dirpath, name)
+                    try:
+                        if path.stat().st_mtime < started - 1 or path.is_socket():
+                            continue
+                        data = path.read_bytes()
+                    except OSError:
+                        continue  # renamed or removed while we looked
+                    scanned.add(path)
+                    if why := looks_like_plaintext_media(data):
+                        found.append(f"{path}: {why}")
+
+    stop = threading.Event()
+
+    def keep_scanning() -> None:
+        while not stop.is_set():
+            scan()
+            time.sleep(0.05)
+
+    scanner = threading.Thread(target=keep_scanning)
+    scanner.start()
+    try:
+        assert unit.lesson("t-evans", seconds=2.5)["ok"]
+    finally:
+        stop.set()
+        scanner.join()
+    scan()
+    assert found == []
+    sealed = [p for p in scanned if p.name.endswith(".ts.age")]
+    partial = [p for p in scanned if p.name.endswith(".partial")]
+    assert sealed and partial  # the scan did see segments while they were being written
+
+
+def test_camera_stall_stops_cleanly_with_everything_before_it_sealed(unit, lab):
+    unit.control("press")
+    unit.wait_state("armed")
+    unit.control("pin", teacher="t-evans", pin="4321")
+    unit.wait_state("recording")
+    time.sleep(1.5)
+    unit.control("fault", name="camera_stall", on=True)
+    unit.wait_state("idle", timeout=10)
+    assert unit.control("status")["fault"] == "capture"
+    events = lab.timeline()
+    (rec,) = recording_dirs(lab)
+    ident = identity(lab)
+    decoded = decode_segments(rec, ident)
+    assert decoded.counters == _frames(events)  # every frame delivered before the stall is kept
+    manifest = open_manifest((rec / MANIFEST_FILE).read_bytes(), ident)
+    assert manifest.body["ended_by"].startswith("fault: capture: camera delivered no frame")
+    assert [e["label"] for e in events if e["ev"] == "notice" and e["phase"] == "end"] == [
+        "start", "stop"]
+    assert "fault: capture: camera delivered no frame" in lab.journal()
+    assert check_all(events) == []
+
+
+def test_microphone_failure_stops_cleanly(unit, lab):
+    unit.control("press")
+    unit.wait_state("armed")
+    unit.control("pin", teacher="t-evans", pin="4321")
+    unit.wait_state("recording")
+    time.sleep(1.2)
+    unit.control("fault", name="microphone_error", on=True)
+    unit.wait_state("idle", timeout=10)
+    (rec,) = recording_dirs(lab)
+    manifest = open_manifest((rec / MANIFEST_FILE).read_bytes(), identity(lab))
+    assert "microphone" in manifest.body["ended_by"] and manifest.segments
+    assert list(rec.glob(".*.partial")) == []
+    assert check_all(lab.timeline()) == []
+
+
+def test_full_disk_stops_recording_before_a_segment_is_lost(unit, lab):
+    unit.control("press")
+    unit.wait_state("armed")
+    unit.control("pin", teacher="t-evans", pin="4321")
+    unit.wait_state("recording")
+    time.sleep(1.5)
+    unit.control("fault", name="disk_full", on=True)
+    unit.wait_state("idle", timeout=10)
+    events = lab.timeline()
+    (rec,) = recording_dirs(lab)
+    ident = identity(lab)
+    decoded = decode_segments(rec, ident)
+    produced = _frames(events)
+    # Recording stopped at a segment boundary: every frame in a sealed segment is there, in
+    # order, and the frames not kept are only those after the last seal.
+    assert decoded.counters == list(range(len(decoded.counters)))
+    assert len(produced) - len(decoded.counters) <= 25
+    manifest = open_manifest((rec / MANIFEST_FILE).read_bytes(), ident)
+    assert "MB free" in manifest.body["ended_by"]
+    assert len(manifest.segments) == len(list(rec.glob("seg-*.ts.age")))
+    assert check_all(events) == []
