@@ -31,6 +31,9 @@ def recover_interrupted(spool: Spool, device_id: str, device_key: Ed25519Private
         if (recording.path / MANIFEST_FILE).exists():
             continue
         remove_partials(recording.path)
+        if not any(recording.path.glob("seg-*.ts.age")):
+            spool.discard(recording.recording_id)  # nothing was sealed: nothing to keep
+            continue
         end = _last_sealed(recording)
         entries = finish(recording, device_id, device_key, "interrupted", complete=False, end=end)
         log.warning("recovered a recording interrupted by a restart: %d sealed segment(s) kept",
