@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from capture.devices import CaptureError
+from capture.opencv import OpenCvCamera
 from hwsim.faults import Faults
 from hwsim.timeline import Timeline
 
@@ -65,12 +66,23 @@ class SimCamera(_SimDevice):
     """A camera that draws numbered frames."""
 
     def __init__(self, timeline: Timeline, faults: Faults, width: int, height: int, fps: int,
-                 realtime: bool = True):
+                 realtime: bool = True, source: OpenCvCamera | None = None):
         super().__init__("camera", timeline, faults, realtime)
         self.width, self.height, self.fps = width, height, fps
         self.frames = 0
-        self._background = _background(width, height)
+        self._background = background(width, height)
         self._stall = threading.Event()
+        self._source = source  # frames from a video file (the USB-webcam path) instead
+
+    def open(self) -> None:
+        super().open()
+        if self._source is not None:
+            self._source.open()
+
+    def close(self) -> None:
+        super().close()
+        if self._source is not None:
+            self._source.close()
 
     def read(self, timeout: float) -> np.ndarray:
         if not self.is_open:
@@ -80,7 +92,10 @@ class SimCamera(_SimDevice):
             raise CaptureError(f"camera delivered no frame for {timeout:g} s")
         n = self.frames
         self._pace(n / self.fps)
-        image = draw_frame(self._background, n, self.fps)
+        if self._source is not None:
+            image = self._source.read(timeout)
+        else:
+            image = draw_frame(self._background, n, self.fps)
         self.frames += 1
         self._timeline("frame", device="camera", n=n)
         return image
@@ -143,7 +158,7 @@ def read_counter(image: np.ndarray) -> int:
     return n
 
 
-def _background(width: int, height: int) -> np.ndarray:
+def background(width: int, height: int) -> np.ndarray:
     x = np.linspace(40, 120, width, dtype=np.float32)
     y = np.linspace(30, 90, height, dtype=np.float32)[:, None]
     image = np.empty((height, width, 3), np.uint8)

@@ -9,6 +9,7 @@ import gpiozero
 
 from appliance.config import Config
 from appliance.hardware import Hardware
+from capture.opencv import OpenCvCamera
 from hwsim import control
 from hwsim.capture import SimCamera, SimMicrophone
 from hwsim.faults import Faults
@@ -57,7 +58,11 @@ def make_sim_hardware(config: Config) -> Hardware:
         inner = SoundDeviceSpeaker()
     speaker = MemorySpeaker(timeline, faults, speed=sim.speed, inner=inner)
     c = config.capture
-    devices = {"camera": SimCamera(timeline, faults, c.width, c.height, c.fps, sim.realtime),
+    source = None
+    if sim.camera_file is not None:
+        source = OpenCvCamera(str(sim.camera_file), c.width, c.height, loop=True)
+    devices = {"camera": SimCamera(timeline, faults, c.width, c.height, c.fps, sim.realtime,
+                                   source),
                "microphone": SimMicrophone(timeline, faults, c.audio_rate, sim.realtime)}
     parts = SimParts(timeline, faults, factory, speaker, devices)
     hw = Hardware(

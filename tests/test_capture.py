@@ -154,3 +154,22 @@ def test_full_disk_stops_recording_before_a_segment_is_lost(unit, lab):
     assert "MB free" in manifest.body["ended_by"]
     assert len(manifest.segments) == len(list(rec.glob("seg-*.ts.age")))
     assert check_all(events) == []
+
+
+def test_camera_reading_a_real_video_file_the_usb_webcam_path(lab):
+    import cv2
+    from hwsim.capture import background, draw_frame
+    video = lab.root / "classroom.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25, (320, 240))
+    ground = background(320, 240)
+    for n in range(30):
+        writer.write(draw_frame(ground, 1000 + n, 25))
+    writer.release()
+    lab.settings["sim"] = {"camera_file": str(video)}
+    lab.write_config()
+    with lab.daemon() as unit:
+        assert unit.lesson("t-evans", seconds=2.0)["ok"]
+    (rec,) = recording_dirs(lab)
+    decoded = decode_segments(rec, identity(lab))
+    assert len(decoded.counters) > 30  # it looped past the end of the file
+    assert decoded.counters == [1000 + n % 30 for n in range(len(decoded.counters))]
