@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 from pathlib import Path
 
@@ -34,6 +35,9 @@ EX_CONFIG = 78  # sysexits: configuration error; systemd shows it, IT reads the 
 def run(config_path: Path, hw_kind: str) -> int:
     """Run the daemon; returns the process exit status."""
     journal.setup()
+    # P4: a core dump would put plaintext frames on disk. The unit file says LimitCORE=0 too;
+    # this holds even if the daemon is started some other way.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     try:
         config = load(config_path)
     except ConfigError as e:

@@ -129,7 +129,8 @@ class TokenVerifier:
             raise TokenRejected(Reason.WRONG_ACTION, f"act {claims['act']!r}")
         if claims["rcpt"] != recipient:
             raise TokenRejected(Reason.WRONG_RECIPIENT)
-        return StartToken(teacher_id, claims["nonce"], claims["act"], claims["rcpt"])
+        # The recipient recordings are encrypted to comes from the roster card, nothing else.
+        return StartToken(teacher_id, claims["nonce"], claims["act"], recipient)
 
 
 class Challenges:

@@ -9,13 +9,15 @@ the teacher's own computer, and enrolled as IT would with `classcam roster add`.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 from hwsim.invariants import check_all
-from hwsim.lab import Lab
+from hwsim.lab import PASSPHRASE, Lab
 
 TEACHER, PIN = "t-evans", "4321"
 
@@ -24,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hwsim.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("demo-out"))
-    parser.add_argument("--seconds", type=float, default=5.0, help="how long the lesson records")
+    parser.add_argument("--seconds", type=float, default=60.0, help="how long the lesson records")
     parser.add_argument("--realtime", action="store_true",
                         help="speak the notices in real time (default: 10x faster)")
     args = parser.parse_args(argv)
@@ -33,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     say("Setting up: the teacher makes their keys; IT enrols their card; the pad learns the PIN")
     lab = Lab.create(args.out.resolve(), teachers={TEACHER: PIN},
                      sim={"speed": 1.0 if args.realtime else 10.0},
-                     notice={"languages": ["en", "cy"]})
+                     notice={"languages": ["en", "cy"]},
+                     capture={"width": 1280, "height": 720, "fps": 25, "segment_seconds": 10,
+                              "x264_preset": "veryfast", "min_free_mb": 200})
     with lab.daemon() as unit:
         say("The teacher presses the record button")
         unit.control("press")
@@ -64,8 +68,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name} {'held' if not bad else 'BROKEN'}: {text}")
         for p in bad:
             print(f"     {p}")
-    print(f"\nFiles: {lab.root} (timeline.jsonl, daemon.log, the teacher's keys, the roster)")
-    return 1 if problems else 0
+    print("\nOn the teacher's computer: the downloaded recording, decrypted and joined")
+    lesson = teacher_decrypts(lab)
+    print(f"\nFiles in {lab.root}:")
+    print(f"  {lesson.relative_to(lab.root)}   the lesson, as the teacher sees it")
+    print("  var/spool/<recording>/        what the unit keeps: age ciphertext only")
+    print("  timeline.jsonl, daemon.log    the simulator's record and the daemon's journal")
+    print("  teacher-computers/            the teacher's keys (passphrase-protected) and card")
+    return 1 if problems or lesson is None else 0
+
+
+def teacher_decrypts(lab: Lab) -> Path | None:
+    """Copy the sealed files as the teacher downloads them, then `classcam decrypt` them."""
+    (recording,) = [p for p in (lab.state_dir / "spool").iterdir() if not p.name.startswith(".")]
+    downloaded = lab.root / "downloaded" / recording.name
+    downloaded.mkdir(parents=True)
+    for path in recording.glob("*.age"):
+        shutil.copy2(path, downloaded / path.name)
+    lesson = lab.root / "lesson.mp4"
+    run = subprocess.run(
+        [sys.executable, "-m", "appliance.cli", "decrypt",
+         "--identity", str(lab.key_files(TEACHER).identity), str(downloaded), "-o", str(lesson)],
+        env=dict(os.environ, CLASSCAM_PASSPHRASE=PASSPHRASE), capture_output=True, text=True)
+    for line in (run.stdout + run.stderr).splitlines():
+        print(f"  {line}")
+    return lesson if run.returncode == 0 else None
 
 
 def say(text: str) -> None:
@@ -73,14 +100,28 @@ def say(text: str) -> None:
 
 
 def print_timeline(events: list[dict]) -> None:
+    """Print events relative to the first; a run of camera frames is one line."""
     if not events:
         return
     t0 = events[0]["t"]
+    frames: list[dict] = []
+
+    def flush_frames() -> None:
+        if frames:
+            print(f"  {frames[0]['t'] - t0:9.3f}  {'frames':<15} n={frames[0]['n']}..{frames[-1]['n']}"
+                  f" ({len(frames)} frames until {frames[-1]['t'] - t0:.3f})")
+            frames.clear()
+
     for e in events:
         if e["ev"] == "pin" and e["name"].startswith("status_"):
             continue
+        if e["ev"] == "frame":
+            frames.append(e)
+            continue
+        flush_frames()
         detail = " ".join(f"{k}={v}" for k, v in e.items() if k not in ("t", "ev"))
         print(f"  {e['t'] - t0:9.3f}  {e['ev']:<15} {detail}")
+    flush_frames()
 
 
 if __name__ == "__main__":

@@ -173,3 +173,9 @@ def test_camera_reading_a_real_video_file_the_usb_webcam_path(lab):
     decoded = decode_segments(rec, identity(lab))
     assert len(decoded.counters) > 30  # it looped past the end of the file
     assert decoded.counters == [1000 + n % 30 for n in range(len(decoded.counters))]
+
+
+def test_the_daemon_cannot_dump_core(unit):
+    limits = Path(f"/proc/{unit.proc.pid}/limits").read_text()
+    line = next(line for line in limits.splitlines() if line.startswith("Max core file size"))
+    assert line.split()[4:6] == ["0", "0"]
