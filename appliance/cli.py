@@ -1,7 +1,8 @@
 """The `classcam` command.
 
 On the unit (IT):      classcam run | check-config | roster add|list|remove | led-off
-On the teacher's PC:   classcam keys new | keys show
+On the teacher's PC:   classcam keys new | keys show | decrypt
+On the unit (teacher): classcam keys device   (the fingerprint manifests are checked against)
 For pads and tests:    classcam token mint
 """
 from __future__ import annotations
@@ -56,6 +57,19 @@ def _parser() -> argparse.ArgumentParser:
     show = ksub.add_parser("show", help="show a teacher card and its fingerprint")
     show.add_argument("card", type=Path)
     show.set_defaults(func=_keys_show)
+    device = ksub.add_parser("device", help="show this unit's manifest-signing key fingerprint")
+    _config_arg(device)
+    device.set_defaults(func=_keys_device)
+
+    dec = sub.add_parser("decrypt", help="check a downloaded recording and join it into one video")
+    dec.add_argument("directory", type=Path, help="the recording's files (segments and manifest)")
+    dec.add_argument("-o", "--output", type=Path, required=True, help="the MP4 to write")
+    dec.add_argument("--identity", type=Path, required=True, help="your <id>.identity.age")
+    dec.add_argument("--passphrase-file", type=Path)
+    dec.add_argument("--device-fingerprint", help="refuse unless the unit's key has this fingerprint")
+    dec.add_argument("--known-devices", type=Path,
+                     help="units trusted so far (default ~/.config/classcam/known_devices.json)")
+    dec.set_defaults(func=_decrypt)
 
     roster = sub.add_parser("roster", help="teachers enrolled on this unit")
     rsub = roster.add_subparsers(required=True, metavar="ACTION")
@@ -135,6 +149,47 @@ def _keys_show(args) -> int:
     card = _read_card(args.card)
     print(json.dumps({"teacher_id": card.teacher_id, "name": card.name,
                       "recipient": card.recipient, "fingerprint": card.fingerprint}, indent=2))
+    return 0
+
+
+def _keys_device(args) -> int:
+    from appliance.device_key import DeviceKeyError, load
+    from capture.keyformat import fingerprint
+    state_dir = _config(args).device.state_dir
+    try:
+        key = load(state_dir)
+    except DeviceKeyError as e:
+        raise UsageError(str(e)) from None
+    print(f"device {_config(args).device.id}: manifest key fingerprint "
+          f"{fingerprint(key.public_key())}")
+    return 0
+
+
+def _decrypt(args) -> int:
+    from appliance.decrypt import KnownDevices, RecordingRefused, decrypt_recording
+    from appliance.keys import KeyFileError, load_identity, read_passphrase
+    try:
+        identity = load_identity(args.identity, read_passphrase(args.passphrase_file))
+    except (KeyFileError, OSError) as e:
+        raise UsageError(str(e)) from None
+    known = KnownDevices(args.known_devices) if args.known_devices else KnownDevices.default()
+    try:
+        lesson = decrypt_recording(args.directory, identity, args.output, known,
+                                   args.device_fingerprint)
+    except RecordingRefused as e:
+        for reason in e.reasons:
+            print(f"classcam: {args.directory}: refused: {reason}", file=sys.stderr)
+        return 1
+    print(f"{lesson.output}: {lesson.segments} segment(s), {lesson.video_frames} frames, "
+          f"{lesson.seconds:.1f} s")
+    trust = "first recording from this unit: remembered" if lesson.device_first_seen else "known"
+    print(f"made by {lesson.device_id}, key {lesson.device_fingerprint} ({trust}; compare with "
+          "`classcam keys device` on the unit)")
+    if not lesson.complete:
+        print(f"the unit restarted during this recording ({lesson.ended_by}): every segment "
+              "sealed before that is here")
+    elif lesson.ended_by.startswith("fault"):
+        print(f"recording ended early: {lesson.ended_by}")
     return 0
 
 

@@ -2,6 +2,7 @@
 from this unit. It decrypts nothing (P5), so it is kept unencrypted, readable by the daemon only.
 
     key = load_or_create(state_dir)
+    key = load(state_dir)       # DeviceKeyError says what is wrong with the file
 """
 from __future__ import annotations
 
@@ -15,17 +16,31 @@ from uploader.durable import atomic_write
 FILE = "device.key"
 
 
+class DeviceKeyError(Exception):
+    """The unit's key file is missing or unusable; the message says which and why."""
+
+
+def load(state_dir: Path) -> Ed25519PrivateKey:
+    """The unit's signing key, or `DeviceKeyError`."""
+    path = state_dir / FILE
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except FileNotFoundError:
+        raise DeviceKeyError(f"{path} does not exist (the daemon makes it on first start)") from None
+    except (OSError, ValueError, TypeError) as e:
+        raise DeviceKeyError(f"{path}: {e}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise DeviceKeyError(f"{path} is not an Ed25519 key")
+    return key
+
+
 def load_or_create(state_dir: Path) -> Ed25519PrivateKey:
     """The unit's signing key, made on first start."""
-    path = state_dir / FILE
-    if path.exists():
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError(f"{path} is not an Ed25519 key")
-        return key
+    if (state_dir / FILE).exists():
+        return load(state_dir)
     key = Ed25519PrivateKey.generate()
     state_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, key.private_bytes(serialization.Encoding.PEM,
+    atomic_write(state_dir / FILE, key.private_bytes(serialization.Encoding.PEM,
                                          serialization.PrivateFormat.PKCS8,
                                          serialization.NoEncryption()), mode=0o600)
     return key

@@ -35,6 +35,11 @@ from uploader.durable import atomic_write
 
 log = logging.getLogger(__name__)
 
+# Every segment's timestamps sit on one timeline that starts here. AAC's first (priming) packet
+# has a negative time, and a muxer shifts a file whose times go below zero; shifting only the
+# first segment would break the join between it and the second (DESIGN: "timestamps continuous").
+TIMELINE_START = Fraction(1)
+
 
 class Camera(Protocol):
     name: str
@@ -262,6 +267,12 @@ class _Segment:
     def mux(self, packet: av.Packet, video: bool) -> None:
         if video:
             self.last_frame = max(self.last_frame, packet.pts)
+        offset = int(TIMELINE_START / packet.time_base)
+        packet.pts += offset
+        packet.dts += offset
+        if packet.dts < 0:
+            raise CaptureError(f"encoder gave a packet {float(-packet.dts * packet.time_base):g} s "
+                               "before the recording's start")
         packet.stream = self._video if video else self._audio
         self._container.mux(packet)
 

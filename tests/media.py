@@ -1,6 +1,7 @@
 """Reading recordings back in tests: decrypt in memory, decode, read the frame counters."""
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,13 @@ H264_SPS = b"\x00\x00\x00\x01\x67"
 
 
 def identity(lab: Lab, teacher: str = "t-evans") -> pyrage.x25519.Identity:
-    return load_identity(lab.key_files(teacher).identity, PASSPHRASE)
+    """The teacher's identity, unlocked once per key file (scrypt takes a second each time)."""
+    return _unlock(str(lab.key_files(teacher).identity))
+
+
+@functools.cache
+def _unlock(path: str) -> pyrage.x25519.Identity:
+    return load_identity(Path(path), PASSPHRASE)
 
 
 def recording_dirs(lab: Lab) -> list[Path]:

@@ -1,0 +1,208 @@
+"""`classcam decrypt`, on the teacher's own computer: a downloaded recording -> one lesson video.
+
+    lesson = decrypt_recording(Path("rec"), identity, Path("lesson.mp4"), KnownDevices(path))
+
+Nothing is joined until the whole recording checks out: the manifest opens with the teacher's
+identity, its signature verifies, it was signed by the unit the teacher trusts (pinned by
+fingerprint, or remembered from the first recording of that unit), and every segment file is the
+one the manifest lists at that place. A segment that is missing, reordered, altered, duplicated,
+from another recording or not listed is refused with the reason. Then the segments are decrypted
+in memory one at a time and their packets copied into one MP4 without re-encoding.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import pyrage
+
+from capture.manifest import (MANIFEST_FILE, Manifest, ManifestRejected, SegmentEntry,
+                              open_manifest, sha256_file)
+from capture.pipeline import TIMELINE_START
+from uploader.durable import atomic_write
+
+
+class RecordingRefused(Exception):
+    """The recording cannot be trusted as it is; `reasons` says every problem found."""
+
+    def __init__(self, reasons: list[str]):
+        super().__init__("; ".join(reasons))
+        self.reasons = reasons
+
+
+@dataclass(frozen=True)
+class Lesson:
+    """What was written, and what the manifest says about it."""
+
+    output: Path
+    segments: int
+    video_frames: int
+    seconds: float
+    device_id: str
+    device_fingerprint: str
+    device_first_seen: bool
+    complete: bool
+    ended_by: str
+
+
+class KnownDevices:
+    """Units the teacher has received recordings from: device id -> key fingerprint, kept in a
+    small JSON file. The first recording from a unit is trusted and remembered; a later manifest
+    for that unit signed by any other key is refused."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @classmethod
+    def default(cls) -> "KnownDevices":
+        base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+        return cls(base / "classcam" / "known_devices.json")
+
+    def fingerprint(self, device_id: str) -> str | None:
+        return self._read().get(device_id)
+
+    def remember(self, device_id: str, fingerprint: str) -> None:
+        known = self._read()
+        known[device_id] = fingerprint
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path, (json.dumps(known, indent=2, sort_keys=True) + "\n").encode())
+
+    def _read(self) -> dict[str, str]:
+        try:
+            known = json.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except ValueError:
+            raise RecordingRefused([f"{self.path} is corrupt; fix or remove it"]) from None
+        return known if isinstance(known, dict) else {}
+
+
+def decrypt_recording(directory: Path, identity: pyrage.x25519.Identity, output: Path,
+                      known: KnownDevices | None = None,
+                      device_fingerprint: str | None = None) -> Lesson:
+    """Check the recording in `directory` against its manifest and join it into `output`.
+    Raises `RecordingRefused` (and writes nothing) if anything does not match."""
+    manifest = _open(directory, identity)
+    device_id = manifest.body["device_id"]
+    first_seen = _check_device(manifest, device_id, known, device_fingerprint)
+    entries = manifest.segments
+    problems = check_segments(directory, entries)
+    if problems:
+        raise RecordingRefused(problems)
+    if not entries:
+        raise RecordingRefused(["the manifest lists no segments"])
+    frames = _join(directory, entries, identity, output)
+    if first_seen and known is not None:
+        known.remember(device_id, manifest.device_fingerprint)
+    return Lesson(output, len(entries), frames, sum(e.duration for e in entries), device_id,
+                  manifest.device_fingerprint, first_seen, manifest.body["complete"],
+                  manifest.body["ended_by"])
+
+
+def check_segments(directory: Path, entries: list[SegmentEntry]) -> list[str]:
+    """Every way the segment files in `directory` differ from the manifest's list (empty when
+    each listed file is present with its listed hash and nothing else is there)."""
+    present = {p.name: sha256_file(p) for p in sorted(directory.glob("seg-*.ts.age"))}
+    listed = {e.file for e in entries}
+    index_of_hash = {e.sha256: e.index for e in entries}
+    copies: dict[str, int] = {}
+    for digest in present.values():
+        copies[digest] = copies.get(digest, 0) + 1
+    problems = []
+    for e in entries:
+        digest = present.get(e.file)
+        if digest is None:
+            problems.append(f"segment {e.index} ({e.file}) is missing")
+        elif digest == e.sha256 and copies[digest] == 1:
+            continue
+        elif copies[digest] > 1:
+            problems.append(f"{e.file} is duplicated: the same content is in {copies[digest]} files")
+        elif digest in index_of_hash:
+            problems.append(f"{e.file} holds segment {index_of_hash[digest]}, not segment "
+                            f"{e.index}: segments are reordered")
+        else:
+            problems.append(f"{e.file} does not match the manifest: altered, or from another "
+                            "recording")
+    for name in sorted(set(present) - listed):
+        problems.append(f"{name} is not listed in the manifest")
+    return problems
+
+
+def _open(directory: Path, identity: pyrage.x25519.Identity) -> Manifest:
+    try:
+        data = (directory / MANIFEST_FILE).read_bytes()
+    except FileNotFoundError:
+        raise RecordingRefused([f"{MANIFEST_FILE} is missing: the recording cannot be checked "
+                                "(has it finished uploading?)"]) from None
+    try:
+        return open_manifest(data, identity)
+    except ManifestRejected as e:
+        raise RecordingRefused([e.reason]) from None
+
+
+def _check_device(manifest: Manifest, device_id: str, known: KnownDevices | None,
+                  pinned: str | None) -> bool:
+    """Refuse a manifest not signed by the trusted unit; True if this unit is new to `known`."""
+    signed_by = manifest.device_fingerprint
+    if pinned is not None:
+        if _normal(pinned) != _normal(signed_by):
+            raise RecordingRefused([f"manifest is signed by device key {signed_by}, not the "
+                                    f"key {pinned} given"])
+        return known is not None and known.fingerprint(device_id) is None
+    if known is None:
+        return False
+    expected = known.fingerprint(device_id)
+    if expected is not None and _normal(expected) != _normal(signed_by):
+        raise RecordingRefused([f"manifest for {device_id} is signed by device key {signed_by}, "
+                                f"but {device_id} is known by key {expected} (re-signed by "
+                                "another key?)"])
+    return expected is None
+
+
+def _join(directory: Path, entries: list[SegmentEntry], identity: pyrage.x25519.Identity,
+          output: Path) -> int:
+    """Copy every segment's packets, in order, into one MP4; returns the video frames."""
+    tmp = output.with_name(f".{output.name}.partial")
+    frames = 0
+    try:
+        with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as out:
+            streams = None
+            for entry in entries:
+                plain = pyrage.decrypt((directory / entry.file).read_bytes(), [identity])
+                with av.open(io.BytesIO(plain), format="mpegts") as segment:
+                    video, audio = segment.streams.video[0], segment.streams.audio[0]
+                    if streams is None:
+                        streams = {video.index: out.add_stream_from_template(video),
+                                   audio.index: out.add_stream_from_template(audio)}
+                    in_segment = 0
+                    for packet in segment.demux(video, audio):
+                        if packet.dts is None:  # the demuxer's end-of-stream marker
+                            continue
+                        in_segment += packet.stream.index == video.index
+                        # Back from the segments' timeline origin to 0, so a player does not
+                        # show a second of nothing first (AAC's priming packet goes below 0,
+                        # which MP4 keeps in an edit list).
+                        origin = int(TIMELINE_START / packet.time_base)
+                        packet.pts -= origin
+                        packet.dts -= origin
+                        packet.stream = streams[packet.stream.index]
+                        out.mux(packet)
+                expected = round(entry.duration * float(video.average_rate or video.base_rate))
+                if in_segment != expected:
+                    raise RecordingRefused([f"{entry.file} holds {in_segment} video frames, the "
+                                            f"manifest says {expected}"])
+                frames += in_segment
+        os.replace(tmp, output)
+    except av.FFmpegError as e:
+        raise RecordingRefused([f"cannot join the segments: {e}"]) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return frames
+
+
+def _normal(fingerprint: str) -> str:
+    return fingerprint.replace(":", "").strip().lower()
