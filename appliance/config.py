@@ -10,7 +10,8 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 DEFAULT_PATH = Path("/etc/classcam/classcam.toml")
 
@@ -28,6 +29,10 @@ STOP_NOTICE_EN = "The classroom camera has stopped recording."
 STOP_NOTICE_CY = "Mae camera'r ystafell ddosbarth wedi stopio recordio."
 DISCARD_NOTICE_EN = "The last recording has been discarded."
 DISCARD_NOTICE_CY = "Mae'r recordiad olaf wedi'i ddileu."
+FULL_NOTICE_EN = ("This camera cannot record now: its storage is full until recordings have been "
+                  "uploaded. Nothing already recorded has been lost.")
+FULL_NOTICE_CY = ("Ni all y camera hwn recordio nawr: mae ei storfa'n llawn nes i recordiadau "
+                  "gael eu huwchlwytho. Nid oes dim a recordiwyd eisoes wedi'i golli.")
 
 
 # TOML has no path type: paths are the one place a string converts (strict mode refuses "90" for 90).
@@ -76,9 +81,11 @@ class NoticeConfig(_Section):
     stop_cy: str = Field(default=STOP_NOTICE_CY, min_length=1)
     discard_en: str = Field(default=DISCARD_NOTICE_EN, min_length=1)
     discard_cy: str = Field(default=DISCARD_NOTICE_CY, min_length=1)
+    full_en: str = Field(default=FULL_NOTICE_EN, min_length=1)
+    full_cy: str = Field(default=FULL_NOTICE_CY, min_length=1)
     words_per_minute: int = Field(default=150, ge=80, le=400)
 
-    def texts(self, kind: Literal["start", "stop", "discard"]) -> list[tuple[str, str]]:
+    def texts(self, kind: Literal["start", "stop", "discard", "full"]) -> list[tuple[str, str]]:
         """(language, text) pairs to speak for `kind`, in the configured order."""
         return [(lang, getattr(self, f"{kind}_{lang}")) for lang in self.languages]
 
@@ -88,6 +95,38 @@ class PadConfig(_Section):
     socket_group: str = "classcam-pinpad"
     serial: FilePath | None = None
     serial_baud: int = Field(default=115200, gt=0)
+
+
+class UploadConfig(_Section):
+    """Where sealed recordings go: the teachers' accounts (README, "The upload API")."""
+
+    url: str = ""  # empty: nothing is uploaded; recordings wait in the spool
+    ca_bundle: FilePath | None = None   # the account server's CA; None: the system's CAs
+    client_cert: FilePath | None = None  # the unit's own certificate and key (mutual TLS)
+    client_key: FilePath | None = None
+    connect_timeout_s: float = Field(default=10, gt=0, le=300)
+    read_timeout_s: float = Field(default=60, gt=0, le=600)
+    chunk_mb: float = Field(default=16, gt=0, le=1024)  # larger files go in resumable ranges
+    bandwidth_kbps: int = Field(default=0, ge=0)        # 0: no cap
+    retry_max_s: float = Field(default=300, gt=0, le=86400)  # longest wait between retries
+    hold_s: float = Field(default=3600, gt=0, le=7 * 86400)  # after the server refuses a file
+
+    @model_validator(mode="after")
+    def _mutual_tls(self) -> "UploadConfig":
+        if self.url.startswith("https://") and (self.client_cert is None or self.client_key is None):
+            raise ValueError("client_cert and client_key are required for https (the unit "
+                             "authenticates with its own key)")
+        for name in ("ca_bundle", "client_cert", "client_key"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name} {path} is not a file")
+        return self
+
+
+class SpoolConfig(_Section):
+    # The most the spool may hold. When a segment would not fit, recording stops, sealing what it
+    # has, and no new one starts; nothing unconfirmed is ever deleted to make room.
+    quota_mb: int = Field(default=4096, ge=1)
 
 
 class GpioConfig(_Section):
@@ -126,6 +165,8 @@ class Config(_Section):
     pad: PadConfig = PadConfig()
     gpio: GpioConfig = GpioConfig()
     clock: ClockConfig = ClockConfig()
+    upload: UploadConfig = UploadConfig()
+    spool: SpoolConfig = SpoolConfig()
     sim: SimConfig = SimConfig()
 
     @field_validator("device")

@@ -1,5 +1,9 @@
-"""`classcam run`: wires the hardware, the roster, the pad link and the state machine, and runs
-them under systemd (Type=notify, with a watchdog) until SIGTERM.
+"""`classcam run`: wires the hardware, the roster, the pad link, the state machine and the
+uploader, and runs them under systemd (Type=notify, with a watchdog) until SIGTERM.
+
+At start-up the spool is recovered before anything else runs: half-made directories go, a
+recording cut off by a crash gets its manifest, and the upload journal is brought into line with
+the files on disk; then whatever is waiting is uploaded.
 
 On SIGTERM or SIGINT a recording is stopped properly (devices closed, then the LED off). A death
 by SIGKILL is covered by the unit file's `ExecStopPost=classcam led-off`.
@@ -18,14 +22,21 @@ import sdnotify
 from appliance import journal
 from appliance.clock import synchronised_check
 from appliance.config import Config, ConfigError, load
-from appliance.device_key import load_or_create
+from appliance.device_key import DeviceKeyError, load_or_create
 from appliance.hardware import Hardware, make_hardware
 from appliance.notice import Notices, NoticeUnavailable
 from appliance.padlink import PadLink, SerialPadLink, serve_socket
 from appliance.recordings import recover_interrupted
 from appliance.roster import Roster
-from appliance.unit import Unit
+from appliance.unit import State, Unit
+from uploader.client import UploadClient, UploadSettings
 from uploader.spool import Spool
+from uploader.worker import Uploader
+
+MB = 1024 * 1024
+# The watchdog is pinged only while the event loop runs and, when idle, the uploader has shown
+# a sign of life within this long beyond its own longest call.
+UPLOADER_GRACE_S = 30
 
 log = logging.getLogger("classcam")
 
@@ -44,17 +55,37 @@ def run(config_path: Path, hw_kind: str) -> int:
         log.error("config: %s", e)
         return EX_CONFIG
     try:
+        client = upload_client(config, allow_plain_http=hw_kind == "sim")
+    except ValueError as e:
+        log.error("config: %s: %s", config_path, e)
+        return EX_CONFIG
+    try:
         hw = make_hardware(hw_kind, config)
     except Exception as e:
         log.error("hardware: cannot start the %s backends: %s", hw_kind, e)
         return 1
     try:
-        return asyncio.run(serve(config, hw))
+        return asyncio.run(serve(config, hw, client))
+    except DeviceKeyError as e:
+        log.error("device key: %s", e)
+        return 1
     finally:
         hw.close()
 
 
-async def serve(config: Config, hw: Hardware) -> int:
+def upload_client(config: Config, allow_plain_http: bool = False) -> UploadClient | None:
+    """The client for `[upload]`, or None when no account server is configured."""
+    u = config.upload
+    if not u.url:
+        return None
+    return UploadClient(UploadSettings(
+        url=u.url, ca_bundle=u.ca_bundle, client_cert=u.client_cert, client_key=u.client_key,
+        connect_timeout_s=u.connect_timeout_s, read_timeout_s=u.read_timeout_s,
+        chunk_bytes=max(1, int(u.chunk_mb * MB)), bandwidth_bps=u.bandwidth_kbps * 1000 // 8,
+        allow_plain_http=allow_plain_http))
+
+
+async def serve(config: Config, hw: Hardware, client: UploadClient | None = None) -> int:
     """Run until SIGTERM/SIGINT; the unit is left idle with the recording LED off."""
     loop = asyncio.get_running_loop()
     roster = Roster(config.device.roster_dir)
@@ -62,6 +93,7 @@ async def serve(config: Config, hw: Hardware) -> int:
     spool.recover()
     device_key = load_or_create(config.device.state_dir)
     recover_interrupted(spool, config.device.id, device_key)
+    spool.reconcile()
     notices, notice_error = None, None
     try:
         notices = await asyncio.to_thread(Notices.synthesise, config.notice)
@@ -69,6 +101,11 @@ async def serve(config: Config, hw: Hardware) -> int:
         notice_error = str(e)
     unit = Unit(config, roster, spool, hw, notices, device_key,
                 synchronised_check(config.clock.synchronised), notices_error=notice_error)
+    uploader = None
+    if client is not None:
+        uploader = Uploader(spool, client, config.upload.retry_max_s, config.upload.hold_s,
+                            on_change=lambda s: loop.call_soon_threadsafe(unit.upload_changed, s))
+        uploader.start()
     link = PadLink(unit)
     server = await serve_socket(link, config.pad.socket, config.pad.socket_group)
     serial_link = None
@@ -83,7 +120,13 @@ async def serve(config: Config, hw: Hardware) -> int:
         loop.add_signal_handler(sig, stopping.set)
     notifier = sdnotify.SystemdNotifier()
     notifier.notify("READY=1")
-    watchdog = asyncio.create_task(_watchdog(notifier))
+    stall_s = config.upload.connect_timeout_s + config.upload.read_timeout_s + UPLOADER_GRACE_S
+
+    def healthy() -> bool:
+        # While a recording runs the uploader is not judged: restarting would cut the lesson.
+        return uploader is None or unit.state is not State.IDLE or uploader.alive(stall_s)
+
+    watchdog = asyncio.create_task(_watchdog(notifier, healthy))
     log.info("ready: device %s, %d teacher(s) enrolled", config.device.id, len(roster.cards()))
     try:
         await stopping.wait()
@@ -97,14 +140,21 @@ async def serve(config: Config, hw: Hardware) -> int:
         if serial_link is not None:
             serial_link.close()
         config.pad.socket.unlink(missing_ok=True)
+        if uploader is not None:
+            # A file cut off mid-send is resumed at the next start (P7); no need to wait long.
+            await asyncio.to_thread(uploader.stop, 2.0)
+            client.close()
+        spool.close()
     return 0
 
 
-async def _watchdog(notifier: sdnotify.SystemdNotifier) -> None:
-    # Pinged from the event loop itself: a wedged loop stops the pings and systemd restarts us.
+async def _watchdog(notifier: sdnotify.SystemdNotifier, healthy) -> None:
+    # Pinged from the event loop itself, and only while the uploader makes progress: a wedged
+    # loop or uploader stops the pings and systemd restarts us.
     usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
     if usec <= 0:
         return
     while True:
-        notifier.notify("WATCHDOG=1")
+        if healthy():
+            notifier.notify("WATCHDOG=1")
         await asyncio.sleep(usec / 2e6)

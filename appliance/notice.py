@@ -47,19 +47,20 @@ class Speaker(Protocol):
 
 @dataclass(frozen=True)
 class Notices:
-    """The three notices, synthesised once."""
+    """The notices, synthesised once."""
 
     start: Sound
     stop: Sound
     discard: Sound
+    full: Sound  # why a recording cannot start: the spool is full
 
     @classmethod
     def synthesise(cls, config: NoticeConfig) -> "Notices":
         return cls(*(synthesise(kind, config.texts(kind), config.words_per_minute)
-                     for kind in ("start", "stop", "discard")))
+                     for kind in ("start", "stop", "discard", "full")))
 
 
-def synthesise(label: Literal["start", "stop", "discard"], texts: list[tuple[str, str]],
+def synthesise(label: Literal["start", "stop", "discard", "full"], texts: list[tuple[str, str]],
                words_per_minute: int = 150) -> Sound:
     """Speak each (language, text) with espeak-ng, joined by a short pause."""
     espeak = shutil.which("espeak-ng")

@@ -1,4 +1,10 @@
-"""Finishing recordings: the manifest after a stop, and after a crash on the next start."""
+"""Finishing recordings: the manifest after a stop, and after a crash on the next start.
+
+    entries = finish(recording, spool, device_id, device_key, ended_by="stop pressed")
+    recover_interrupted(spool, device_id, device_key)    # at start-up, after spool.recover()
+
+Either way the manifest is sealed like a segment and queued in the spool for upload.
+"""
 from __future__ import annotations
 
 import logging
@@ -6,40 +12,63 @@ import time
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from capture.manifest import MANIFEST_FILE, SegmentEntry, write_manifest
+from capture.manifest import (MANIFEST_FILE, SegmentEntry, segment_file, sidecar_file,
+                              write_manifest)
 from capture.sealing import remove_partials
+from uploader.durable import fsync_dir, sha256_file
 from uploader.spool import Recording, Spool
 
 log = logging.getLogger(__name__)
 
 
-def finish(recording: Recording, device_id: str, device_key: Ed25519PrivateKey,
+def finish(recording: Recording, spool: Spool, device_id: str, device_key: Ed25519PrivateKey,
            ended_by: str, complete: bool = True, end: dict | None = None) -> list[SegmentEntry]:
-    """Write the recording's manifest, listing every sealed segment."""
+    """Write the recording's manifest, listing every sealed segment, and queue it for upload."""
     end = end or {"monotonic": time.monotonic(), "wall": time.time()}
-    return write_manifest(recording.path, recording_id=recording.recording_id,
-                          teacher_id=recording.teacher_id, device_id=device_id,
-                          recipient=recording.recipient, start=recording.start, end=end,
-                          complete=complete, ended_by=ended_by, device_key=device_key)
+    entries = write_manifest(recording.path, recording_id=recording.recording_id,
+                             teacher_id=recording.teacher_id, device_id=device_id,
+                             recipient=recording.recipient, start=recording.start, end=end,
+                             complete=complete, ended_by=ended_by, device_key=device_key)
+    path = recording.path / MANIFEST_FILE
+    spool.add(recording, MANIFEST_FILE, sha256_file(path))
+    return entries
 
 
 def recover_interrupted(spool: Spool, device_id: str, device_key: Ed25519PrivateKey) -> int:
     """After a crash: for each recording without a manifest, delete the unfinished (ciphertext)
-    segment and write a manifest marked incomplete listing every sealed one. Returns how many."""
+    segment and write a manifest marked incomplete listing every sealed one, including those
+    already uploaded. A recording that sealed nothing is removed. Returns how many were kept."""
     recovered = 0
     for recording in spool.recordings():
-        if (recording.path / MANIFEST_FILE).exists():
+        if (recording.path / MANIFEST_FILE).exists() or spool.knows(recording.recording_id,
+                                                                    MANIFEST_FILE):
             continue
         remove_partials(recording.path)
-        if not any(recording.path.glob("seg-*.ts.age")):
-            spool.discard(recording.recording_id)  # nothing was sealed: nothing to keep
+        _remove_unsealed_entry(recording, spool)
+        if not (recording.path / sidecar_file(1)).exists():
+            spool.forget(recording.recording_id)  # nothing was sealed: nothing to keep
             continue
         end = _last_sealed(recording)
-        entries = finish(recording, device_id, device_key, "interrupted", complete=False, end=end)
+        entries = finish(recording, spool, device_id, device_key, "interrupted", complete=False,
+                         end=end)
         log.warning("recovered a recording interrupted by a restart: %d sealed segment(s) kept",
                     len(entries))
         recovered += 1
     return recovered
+
+
+def _remove_unsealed_entry(recording: Recording, spool: Spool) -> None:
+    """A segment's entry is written just before the segment is renamed into place: a crash in
+    between leaves an entry for a segment that was never sealed. It is the last one, if any."""
+    sidecars = sorted(recording.path.glob("seg-*.json"))
+    if not sidecars:
+        return
+    last = sidecars[-1]
+    index = int(last.stem.removeprefix("seg-"))
+    name = segment_file(index)
+    if not (recording.path / name).exists() and not spool.knows(recording.recording_id, name):
+        last.unlink()
+        fsync_dir(recording.path)
 
 
 def _last_sealed(recording: Recording) -> dict:

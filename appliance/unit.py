@@ -35,10 +35,15 @@ from led_indicator.guard import CaptureGuard, StillOpen
 from led_indicator.lights import LedFault
 from led_indicator.patterns import Pattern
 from uploader.spool import Spool
+from uploader.worker import UploadStatus
 
 log = logging.getLogger(__name__)
 
 LED_CHECK_S = 0.2
+MB = 1024 * 1024
+# A recording starts only with room for at least this many times `capture.min_free_mb`, the room
+# below which a running one stops: so a start is not followed at once by a stop.
+START_ROOM_FACTOR = 2
 
 
 class State(enum.StrEnum):
@@ -83,6 +88,7 @@ class Unit:
         self._session_task: asyncio.Task | None = None
         self._stop_requested = asyncio.Event()
         self._cancel_notice = threading.Event()
+        self._upload = UploadStatus(spool.backlog(), None)
         if notices is None:
             self._set_fault("speaker", notices_error or "notice unavailable")
         self._show()
@@ -139,11 +145,25 @@ class Unit:
             self._set_state(State.IDLE)
             self._set_fault("speaker", self._notices_error or "notice unavailable")
             return Result(False, "cannot speak the notice")
+        room = await asyncio.to_thread(self.room)
+        if room < START_ROOM_FACTOR * self.config.capture.min_free_mb * MB:
+            return await self._refuse_full(room)
         self._stop_requested.clear()
         self._cancel_notice.clear()
         self._set_state(State.STARTING)
         self._session_task = asyncio.create_task(self._session(token))
         return Result(True, "recording")
+
+    def upload_changed(self, status: UploadStatus) -> None:
+        """The uploader's news: what waits, and whether uploads work (for the status light)."""
+        self._upload = status
+        self._show()
+
+    def room(self) -> int:
+        """Bytes the spool may still grow by: the disk's free space or what is left of the
+        spool's quota, whichever is less."""
+        quota_left = self.config.spool.quota_mb * MB - self._spool.used_bytes()
+        return min(self._hw.free_bytes(self._spool.directory), quota_left)
 
     async def shutdown(self) -> None:
         """On SIGTERM: stop any recording properly, then leave the LED dark."""
@@ -172,7 +192,8 @@ class Unit:
                 return
             recorder = Recorder(self._hw.camera, self._hw.microphone, recording.path,
                                 token.recipient, capture_settings(self.config),
-                                self._hw.free_bytes)
+                                free_bytes=lambda path: self.room(),
+                                on_sealed=lambda e: self._spool.add(recording, e.file, e.sha256))
             recorder.start()
             self._set_state(State.RECORDING)
             self._hw.trace("recording", recording=recording.recording_id)
@@ -234,10 +255,11 @@ class Unit:
     async def _close_recording(self, recording, captured: bool) -> None:
         if not captured:
             # Nothing was captured: leave no trace of who tried to record.
-            await asyncio.to_thread(self._spool.discard, recording.recording_id)
+            await asyncio.to_thread(self._spool.forget, recording.recording_id)
             return
-        entries = await asyncio.to_thread(recordings.finish, recording, self.config.device.id,
-                                          self._device_key, self._ended_by)
+        entries = await asyncio.to_thread(recordings.finish, recording, self._spool,
+                                          self.config.device.id, self._device_key,
+                                          self._ended_by)
         self._hw.trace("manifest", recording=recording.recording_id, segments=len(entries),
                        ended_by=self._ended_by)
 
@@ -255,14 +277,30 @@ class Unit:
         self._set_state(State.IDLE)
         if latest is None or latest.teacher_id != token.teacher_id:
             return self._refuse(TokenRejected(Reason.NOTHING_TO_DISCARD))
-        await asyncio.to_thread(self._spool.discard, latest.recording_id)
-        self._hw.trace("discarded", recording=latest.recording_id)
+        uploaded = await asyncio.to_thread(self._spool.discard, latest.recording_id)
+        self._hw.trace("discarded", recording=latest.recording_id, already_uploaded=uploaded)
         if self._notices is not None:
             try:
                 await self._speak(self._notices.discard, cancellable=False)
             except NoticeUnavailable as e:
                 self._set_fault("speaker", str(e))
+        if uploaded:
+            # The unit cannot delete from the account (P6); the teacher can, with their own key.
+            return Result(True, f"discarded; {uploaded} file(s) already uploaded stay in your "
+                                "account until you delete them there")
         return Result(True, "discarded")
+
+    async def _refuse_full(self, room: int) -> Result:
+        """The spool cannot take a recording: say so to the room and the pad, start nothing."""
+        self._set_state(State.IDLE)
+        self._set_fault("storage", f"only {max(room, 0) // MB} MB of room for recordings; "
+                                   "a new one cannot start until uploads make room")
+        self._hw.trace("refused", why="storage full")
+        try:
+            await self._speak(self._notices.full, cancellable=False)
+        except NoticeUnavailable as e:
+            self._set_fault("speaker", str(e))
+        return Result(False, "storage full")
 
     # -- arming -----------------------------------------------------------------------------
 
@@ -311,8 +349,14 @@ class Unit:
         self._show()
 
     def _show(self) -> None:
-        if self.state is State.IDLE and self.fault is not None:
-            pattern = Pattern.FAULT
-        else:
+        if self.state is not State.IDLE:
             pattern = Pattern[self.state.name]
+        elif self.fault is not None:
+            pattern = Pattern.FAULT
+        elif self._upload.backlog.files and self._upload.failing is not None:
+            pattern = Pattern.UPLOAD_RETRYING
+        elif self._upload.backlog.files:
+            pattern = Pattern.UPLOADING
+        else:
+            pattern = Pattern.IDLE
         self._hw.status_led.show(pattern)

@@ -26,7 +26,6 @@ before the crash are all listed.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,12 +145,14 @@ def open_manifest(data: bytes, identity: pyrage.x25519.Identity) -> Manifest:
 def write_manifest(directory: Path, *, recording_id: str, teacher_id: str, device_id: str,
                    recipient: str, start: dict, end: dict, complete: bool, ended_by: str,
                    device_key: Ed25519PrivateKey) -> list[SegmentEntry]:
-    """Write `manifest.age` for the sealed segments in `directory` (from their sidecar entries,
-    in index order; a gap ends the list); returns the segments it lists."""
+    """Write `manifest.age` for the sealed segments in `directory`, from their entries (which
+    stay after a segment has been uploaded and purged), in index order; returns the segments it
+    lists. A segment's entry is written just before it is sealed, so after a crash the caller
+    first removes the entry of a segment that never was (`remove_unsealed_entries`)."""
     entries = []
     for index in range(1, 1_000_000):
         sidecar = directory / sidecar_file(index)
-        if not sidecar.exists() or not (directory / segment_file(index)).exists():
+        if not sidecar.exists():
             break
         entries.append(SegmentEntry(**json.loads(sidecar.read_bytes())))
     body = {"recording_id": recording_id, "teacher_id": teacher_id, "device_id": device_id,
@@ -161,13 +162,6 @@ def write_manifest(directory: Path, *, recording_id: str, teacher_id: str, devic
     return entries
 
 
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 

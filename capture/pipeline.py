@@ -1,6 +1,7 @@
 """Capture as a chain: camera + microphone -> `Encoders` -> `Segmenter` -> `SealingSink`.
 
-    recorder = Recorder(camera, microphone, recording_dir, recipient, settings)
+    recorder = Recorder(camera, microphone, recording_dir, recipient, settings,
+                        on_sealed=spool_it)   # called with each SegmentEntry once it is sealed
     recorder.start()                 # a thread; camera and microphone are already open
     ...
     entries = recorder.stop()        # flushes the encoders and seals the last segment
@@ -87,11 +88,12 @@ class Recorder:
 
     def __init__(self, camera: Camera, microphone: Microphone, directory: Path, recipient: str,
                  settings: CaptureSettings,
-                 free_bytes: Callable[[Path], int] = lambda p: shutil.disk_usage(p).free):
+                 free_bytes: Callable[[Path], int] = lambda p: shutil.disk_usage(p).free,
+                 on_sealed: Callable[[SegmentEntry], None] = lambda entry: None):
         self._camera = camera
         self._microphone = microphone
         self._settings = settings
-        self._segmenter = Segmenter(directory, recipient, settings, free_bytes)
+        self._segmenter = Segmenter(directory, recipient, settings, free_bytes, on_sealed)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self.error: CaptureError | None = None
@@ -195,11 +197,13 @@ class Segmenter:
     """Routes packets into MPEG-TS segments, each behind its own `SealingSink`."""
 
     def __init__(self, directory: Path, recipient: str, s: CaptureSettings,
-                 free_bytes: Callable[[Path], int]):
+                 free_bytes: Callable[[Path], int],
+                 on_sealed: Callable[[SegmentEntry], None] = lambda entry: None):
         self._directory = directory
         self._recipient = recipient
         self._s = s
         self._free_bytes = free_bytes
+        self._on_sealed = on_sealed
         self._segment_frames = s.segment_seconds * s.fps
         self._current: _Segment | None = None
         self._waiting_audio: list[av.Packet] = []
@@ -243,10 +247,14 @@ class Segmenter:
 
     def _seal(self) -> None:
         segment, self._current = self._current, None
-        entry = segment.seal()
+        entry = segment.finish()
+        # The entry is durable before the segment takes its name, so every sealed segment is in
+        # the manifest, even once it has been uploaded and purged from the spool.
         atomic_write(self._directory / sidecar_file(entry.index),
                      json.dumps(entry.to_json()).encode(), mode=0o600)
+        segment.commit()
         self.sealed.append(entry)
+        self._on_sealed(entry)
 
 
 class _Segment:
@@ -276,12 +284,15 @@ class _Segment:
         packet.stream = self._video if video else self._audio
         self._container.mux(packet)
 
-    def seal(self) -> SegmentEntry:
+    def finish(self) -> SegmentEntry:
         self._container.close()
-        sealed: Sealed = self._sink.seal()
+        sealed: Sealed = self._sink.finish()
         frames = self.last_frame - self.first_frame + 1
         return SegmentEntry(self.index, sealed.path.name, sealed.sha256, frames / self._fps,
                             self.first_frame / self._fps, self.last_frame / self._fps)
+
+    def commit(self) -> None:
+        self._sink.commit()
 
     def sink_abort(self) -> None:
         try:

@@ -2,13 +2,14 @@
 
     sink = SealingSink(directory, index=1, recipient="age1...")
     sink.write(ts_bytes)          # plaintext goes into a pipe, never to a file
-    sealed = sink.seal()          # ciphertext fsynced and renamed into place
+    sealed = sink.finish()        # the whole ciphertext is on disk (fsynced), under its partial name
+    sink.commit()                 # renamed into place: from here on the segment is sealed
 
 Plaintext written here goes through an `os.pipe` to a thread running pyrage's streaming
-`encrypt_io`, which writes age ciphertext to `.seg-NNNNNN.ts.age.partial`. `seal()` ends the
-stream, fsyncs the ciphertext, renames it to `seg-NNNNNN.ts.age` and fsyncs the directory, so a
-segment is either whole and sealed or absent. A partial file holds only ciphertext and is deleted
-on recovery (P4).
+`encrypt_io`, which writes age ciphertext to `.seg-NNNNNN.ts.age.partial`. `finish()` ends the
+stream and fsyncs the ciphertext; the caller records the segment's hash, then `commit()` renames
+it to `seg-NNNNNN.ts.age` and fsyncs the directory, so a segment is either whole and sealed (with
+its record) or absent. A partial file holds only ciphertext and is deleted on recovery (P4).
 """
 from __future__ import annotations
 
@@ -61,15 +62,18 @@ class SealingSink:
             raise CaptureError(f"segment {self.final.name}: {self._error or e}") from e
         return len(data)
 
-    def seal(self) -> Sealed:
-        """End the segment: wait for the last ciphertext, make it durable, give it its name."""
+    def finish(self) -> Sealed:
+        """End the segment: wait for the last ciphertext and make it durable (not yet named)."""
         self._finish()
         if self._error is not None:
             self.partial.unlink(missing_ok=True)
             raise CaptureError(f"segment {self.final.name}: {self._error}")
+        return Sealed(self.final, self._hash.hexdigest(), self._size)
+
+    def commit(self) -> None:
+        """Give the finished segment its name: the moment it becomes sealed."""
         os.replace(self.partial, self.final)
         fsync_dir(self.final.parent)
-        return Sealed(self.final, self._hash.hexdigest(), self._size)
 
     def abort(self) -> None:
         """Give up on this segment: its partial ciphertext is deleted."""

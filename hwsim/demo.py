@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def teacher_decrypts(lab: Lab) -> Path | None:
     """Copy the sealed files as the teacher downloads them, then `classcam decrypt` them."""
-    (recording,) = [p for p in (lab.state_dir / "spool").iterdir() if not p.name.startswith(".")]
+    (recording,) = [p for p in (lab.state_dir / "spool").iterdir()
+                    if p.is_dir() and not p.name.startswith(".")]
     downloaded = lab.root / "downloaded" / recording.name
     downloaded.mkdir(parents=True)
     for path in recording.glob("*.age"):

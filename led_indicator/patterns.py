@@ -12,7 +12,10 @@ closed (P2), and it never blinks. The **status LED** (RGB) shows everything else
 | recording | red, steady                        | on            |
 | stopping  | amber, fast blink 0.1 s/0.1 s      | on until the last device has closed |
 | uploading | blue, slow blink 1 s on/2 s off    | off           |
+| upload retrying | blue, fast blink 0.25 s/0.25 s (server unreachable or refusing; recordings kept) | off |
 | fault     | magenta, blinking 0.25 s/0.25 s    | off, unless a device failed to close |
+
+Uploading shows only while the unit is idle; a fault of the unit itself shows before it.
 """
 from __future__ import annotations
 
@@ -31,8 +34,10 @@ MAGENTA: Colour = (1.0, 0.0, 1.0)
 
 @dataclass(frozen=True)
 class Look:
-    """How the status LED shows a pattern: steady `colour`, or blinking `on_s`/`off_s`."""
+    """How the status LED shows a pattern: steady `colour`, or blinking `on_s`/`off_s`. `means`
+    keeps two patterns that look alike (starting, recording) distinct members of `Pattern`."""
 
+    means: str
     colour: Colour
     on_s: float | None = None
     off_s: float | None = None
@@ -45,10 +50,11 @@ class Look:
 class Pattern(enum.Enum):
     """What the status LED shows; `value` is its look."""
 
-    IDLE = Look(DIM_GREEN)
-    ARMED = Look(AMBER, 0.5, 0.5)
-    STARTING = Look(RED)
-    RECORDING = Look(RED)
-    STOPPING = Look(AMBER, 0.1, 0.1)
-    UPLOADING = Look(BLUE, 1.0, 2.0)
-    FAULT = Look(MAGENTA, 0.25, 0.25)
+    IDLE = Look("idle", DIM_GREEN)
+    ARMED = Look("armed", AMBER, 0.5, 0.5)
+    STARTING = Look("starting", RED)
+    RECORDING = Look("recording", RED)
+    STOPPING = Look("stopping", AMBER, 0.1, 0.1)
+    UPLOADING = Look("uploading", BLUE, 1.0, 2.0)
+    UPLOAD_RETRYING = Look("upload retrying", BLUE, 0.25, 0.25)
+    FAULT = Look("fault", MAGENTA, 0.25, 0.25)

@@ -30,8 +30,17 @@ def _unlock(path: str) -> pyrage.x25519.Identity:
 
 def recording_dirs(lab: Lab) -> list[Path]:
     spool = lab.state_dir / "spool"
-    return sorted((p for p in spool.iterdir() if not p.name.startswith(".")),
+    return sorted((p for p in spool.iterdir() if p.is_dir() and not p.name.startswith(".")),
                   key=lambda p: (p / "recording.json").stat().st_mtime)
+
+
+def spool_contents(lab: Lab) -> list[str]:
+    """Every name in the spool but its upload journal: recordings, and anything left over."""
+    return sorted(p.name for p in (lab.state_dir / "spool").iterdir()
+                  if not p.name.startswith(JOURNAL))
+
+
+JOURNAL = "journal.db"  # with its -wal and -shm files
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from hwsim.invariants import check_all, device_intervals, led_intervals
+from tests.media import spool_contents
 
 
 def _start(unit):
@@ -73,7 +74,7 @@ def test_camera_that_fails_to_open_is_closed_and_the_led_follows(unit, lab):
     assert [d for d, _, _ in device_intervals(events)] == ["camera"]
     assert check_all(events) == []
     assert unit.control("status")["fault"] == "capture"
-    assert list((lab.state_dir / "spool").iterdir()) == []  # no empty recording left behind
+    assert spool_contents(lab) == []  # no empty recording left behind
 
 
 def test_device_that_will_not_close_keeps_the_led_lit(unit, lab):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from hwsim.invariants import check_all, check_p1, check_p2, check_p3, device_intervals, led_intervals
+from tests.media import spool_contents
 
 
 def test_a_lesson_keeps_p1_p2_p3_with_times(unit, lab):
@@ -129,21 +130,20 @@ def test_sigterm_during_recording_closes_devices_then_darkens_the_led(lab):
 
 def test_discard_by_the_teacher_who_recorded_deletes_the_recording(unit, lab):
     unit.lesson("t-evans", seconds=0.2)
-    spool = lab.state_dir / "spool"
-    assert len([p for p in spool.iterdir() if not p.name.startswith(".")]) == 1
+    assert len(spool_contents(lab)) == 1
     # Another teacher cannot discard it.
     unit.control("press")
     unit.wait_state("armed")
     result = unit.control("pin", teacher="t-jones", pin="9876", act="discard")["result"]
     assert result == {"type": "result", "ok": False, "reason": "nothing to discard"}
-    assert len(list(spool.iterdir())) == 1
+    assert len(spool_contents(lab)) == 1
     # The teacher who made it can.
     unit.control("press")
     unit.wait_state("armed")
     result = unit.control("pin", teacher="t-evans", pin="4321", act="discard")["result"]
     assert result == {"type": "result", "ok": True, "reason": "discarded"}
     unit.wait_state("idle")
-    assert list(spool.iterdir()) == []
+    assert spool_contents(lab) == []
     events = lab.timeline()
     assert len(device_intervals(events)) == 2  # only the lesson itself ever opened anything
     assert [e["label"] for e in events if e["ev"] == "notice" and e["phase"] == "end"] == [

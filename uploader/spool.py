@@ -1,30 +1,57 @@
-"""The spool: recordings waiting on this unit for upload, one directory each, ciphertext only.
+"""The spool: recordings waiting on this unit for upload, ciphertext only, and a crash-safe
+record of how far each file has got.
 
     spool = Spool(state_dir / "spool")
+    spool.recover()                               # after any crash, before anything else
     rec = spool.new_recording(teacher_id, recipient)
-    spool.latest()                    # the most recent recording still here
-    spool.discard(rec.recording_id)   # the teacher's discard: nothing of it will be uploaded
+    spool.add(rec, "seg-000001.ts.age", sha256)   # a sealed file, queued for upload
+    f = spool.next_sealed()                       # the oldest file not yet confirmed
+    spool.mark(f, FileState.UPLOADING); ...; spool.confirm(f, sha256_the_server_stored)
 
-Each recording directory holds `recording.json` (who it is for, and its order) and, from the
-capture stage on, sealed segments. A directory is created under a temporary name and renamed into
-place, so a crash never leaves a half-made recording.
+Each recording is a directory holding `recording.json` (who it is for, and its order), its sealed
+files (`seg-NNNNNN.ts.age`, `manifest.age`) and the segments' manifest entries. Every file moves
+through one enum, kept in an SQLite journal (WAL, synchronous=FULL: a committed transition
+survives a power cut):
+
+    sealed -> uploading -> confirmed -> purged
+
+There is no failed state: a file stays sealed until the server has confirmed its hash, however
+long that takes, and only a confirmed file is deleted (P7). A recording's directory goes once its
+manifest is purged. The files on disk are the truth about what is sealed; `recover()` brings the
+journal into line with them after a crash.
 """
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import os
 import secrets
 import shutil
+import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-from uploader.durable import atomic_write, fsync_dir
+from uploader.durable import atomic_write, fsync_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
 META = "recording.json"
+JOURNAL = "journal.db"
+MANIFEST = "manifest.age"
+SEGMENT_GLOB = "seg-*.ts.age"
+
+
+class FileState(enum.StrEnum):
+    """How far a sealed file has got. There is deliberately no failure state."""
+
+    SEALED = "sealed"          # on disk, not yet confirmed by the server
+    UPLOADING = "uploading"    # being sent; after a crash it is sealed again (and resumed)
+    CONFIRMED = "confirmed"    # the server stored exactly these bytes; safe to delete
+    PURGED = "purged"          # deleted here; remembered until its recording is gone
 
 
 @dataclass(frozen=True)
@@ -39,12 +66,56 @@ class Recording:
     start: dict  # {"monotonic": float, "wall": float} when the recording was created
 
 
+@dataclass(frozen=True)
+class SpoolFile:
+    """A sealed file of a recording, and how far it has got."""
+
+    seq: int  # the order files were sealed in: oldest first
+    recording_id: str
+    teacher_id: str
+    name: str
+    size: int
+    sha256: str
+    state: FileState
+    path: Path
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What is waiting to be uploaded."""
+
+    files: int
+    bytes: int
+
+
 class Spool:
-    """Recordings on local storage, oldest to newest."""
+    """Recordings on local storage, oldest to newest, and their files' upload states.
+    Safe to use from several threads (capture, uploader, the daemon's loop)."""
 
     def __init__(self, directory: Path):
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock = threading.RLock()
+        self._listeners: list[Callable[[], None]] = []
+        self._db = sqlite3.connect(directory / JOURNAL, check_same_thread=False,
+                                   isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("""CREATE TABLE IF NOT EXISTS files (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            recording_id TEXT NOT NULL,
+            teacher_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('sealed', 'uploading', 'confirmed', 'purged')),
+            UNIQUE (recording_id, name))""")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- recordings ---------------------------------------------------------------------------
 
     def new_recording(self, teacher_id: str, recipient: str) -> Recording:
         """Create the directory of a new recording, after every one already here."""
@@ -81,29 +152,189 @@ class Spool:
         recordings = self.recordings()
         return recordings[-1] if recordings else None
 
-    def discard(self, recording_id: str) -> None:
-        """Delete a recording and everything in it. Files are overwritten before unlinking; on
-        flash that is best effort, which is why segments only ever hold ciphertext (P4)."""
-        path = self.directory / recording_id
-        doomed = self.directory / f".discard-{recording_id}"
-        os.rename(path, doomed)  # from here on nothing will upload it
+    def discard(self, recording_id: str) -> int:
+        """The teacher's discard: nothing more of the recording is uploaded, and everything of it
+        here is overwritten and deleted (on flash that is best effort, which is why it only ever
+        holds ciphertext, P4). Returns how many of its files the server already had."""
+        with self._lock:
+            uploaded = self._db.execute(
+                "SELECT COUNT(*) FROM files WHERE recording_id = ? AND state IN (?, ?)",
+                (recording_id, FileState.CONFIRMED, FileState.PURGED)).fetchone()[0]
+            path = self.directory / recording_id
+            doomed = self.directory / f".discard-{recording_id}"
+            os.rename(path, doomed)  # from here on nothing will upload it
+            fsync_dir(self.directory)
+            self._db.execute("DELETE FROM files WHERE recording_id = ?", (recording_id,))
+        _shred(doomed)
         fsync_dir(self.directory)
-        for file in doomed.rglob("*"):
-            if file.is_file():
-                _overwrite(file)
-        shutil.rmtree(doomed)
+        return uploaded
+
+    def forget(self, recording_id: str) -> None:
+        """Remove a recording that holds nothing worth keeping (it never sealed a segment)."""
+        with self._lock:
+            self._db.execute("DELETE FROM files WHERE recording_id = ?", (recording_id,))
+        _shred(self.directory / recording_id)
         fsync_dir(self.directory)
+
+    # -- the files' upload states -------------------------------------------------------------
+
+    def listen(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` (on the adding thread) whenever a file is queued."""
+        self._listeners.append(listener)
+
+    def add(self, recording: Recording, name: str, sha256: str) -> None:
+        """Queue a sealed file of `recording` for upload (a no-op if it is already known)."""
+        size = (recording.path / name).stat().st_size
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO files (recording_id, teacher_id, name, size, sha256, state)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (recording.recording_id, recording.teacher_id, name, size, sha256,
+                 FileState.SEALED))
+        for listener in self._listeners:
+            listener()
+
+    def next_sealed(self, skip: frozenset[int] = frozenset()) -> SpoolFile | None:
+        """The oldest file still waiting for upload, leaving out the files in `skip`."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM files WHERE state IN (?, ?) ORDER BY seq",
+                (FileState.SEALED, FileState.UPLOADING)).fetchall()
+        for row in rows:
+            if row[0] not in skip:
+                return self._file(row)
+        return None
+
+    def mark(self, file: SpoolFile, state: FileState) -> None:
+        """Record that `file` is being sent (UPLOADING) or is waiting again (SEALED)."""
+        if state not in (FileState.SEALED, FileState.UPLOADING):
+            raise ValueError("use confirm() and purge()")
+        self._set(file, state)
+
+    def confirm(self, file: SpoolFile, stored_sha256: str) -> bool:
+        """The server says it stored `stored_sha256`: if that is the file's own hash, record it
+        as confirmed and delete the local copy. Returns False (and keeps the file) otherwise."""
+        if stored_sha256 != file.sha256:
+            return False
+        self._set(file, FileState.CONFIRMED)
+        self.purge(file)
+        return True
+
+    def purge(self, file: SpoolFile) -> None:
+        """Delete a confirmed file's local copy; once a recording's manifest is purged, the
+        recording goes altogether."""
+        file.path.unlink(missing_ok=True)
+        if file.path.parent.exists():
+            fsync_dir(file.path.parent)
+        self._set(file, FileState.PURGED)
+        if file.name == MANIFEST:
+            self._finish(file.recording_id)
+
+    def files(self, recording_id: str | None = None) -> list[SpoolFile]:
+        """Every file the journal knows (of one recording, or of all), oldest first."""
+        with self._lock:
+            if recording_id is None:
+                rows = self._db.execute("SELECT * FROM files ORDER BY seq").fetchall()
+            else:
+                rows = self._db.execute("SELECT * FROM files WHERE recording_id = ? ORDER BY seq",
+                                        (recording_id,)).fetchall()
+        return [self._file(r) for r in rows]
+
+    def backlog(self) -> Backlog:
+        """How many files, and bytes, are not yet confirmed."""
+        with self._lock:
+            files, size = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files WHERE state IN (?, ?)",
+                (FileState.SEALED, FileState.UPLOADING)).fetchone()
+        return Backlog(files, size)
+
+    def used_bytes(self) -> int:
+        """Bytes the spool takes on disk now, unfinished segments and the journal included."""
+        total = 0
+        for dirpath, _, names in os.walk(self.directory):
+            for name in names:
+                try:
+                    total += os.lstat(os.path.join(dirpath, name)).st_size
+                except FileNotFoundError:
+                    pass  # purged or renamed while we counted
+        return total
+
+    # -- recovery -----------------------------------------------------------------------------
 
     def recover(self) -> None:
         """Finish what a crash interrupted: half-made and half-discarded directories go."""
         for path in self.directory.glob(".*-*"):
-            if path.name.startswith(".discard-"):
-                for file in path.rglob("*"):
-                    if file.is_file():
-                        _overwrite(file)
             if path.name.startswith((".new-", ".discard-")):
-                shutil.rmtree(path, ignore_errors=True)
+                _shred(path)
         fsync_dir(self.directory)
+
+    def reconcile(self) -> None:
+        """Bring the journal into line with the files after a crash: a sealed file it does not
+        know is queued; a send that was cut off is sealed again (it resumes); a confirmed file
+        still on disk is purged; a finished recording whose manifest is purged goes."""
+        recordings = {r.recording_id: r for r in self.recordings()}
+        with self._lock:
+            self._db.execute("DELETE FROM files WHERE recording_id NOT IN (%s)"
+                             % ",".join("?" * len(recordings)), tuple(recordings))
+            self._db.execute("UPDATE files SET state = ? WHERE state = ?",
+                             (FileState.SEALED, FileState.UPLOADING))
+        for rec in recordings.values():
+            for path in sorted(rec.path.glob(SEGMENT_GLOB)) + [rec.path / MANIFEST]:
+                if path.exists():
+                    self.add(rec, path.name, sha256_file(path))
+        for file in self.files():
+            if file.state is FileState.CONFIRMED:
+                self.purge(file)
+            elif file.state is FileState.SEALED and not file.path.exists():
+                log.error("spool: a sealed file is missing from the disk and cannot be sent")
+                with self._lock:
+                    self._db.execute("DELETE FROM files WHERE seq = ?", (file.seq,))
+        for file in self.files():
+            if file.name == MANIFEST and file.state is FileState.PURGED:
+                self._finish(file.recording_id)
+
+    def knows(self, recording_id: str, name: str) -> bool:
+        """Whether the journal has `name` of `recording_id` (sealed, sent or purged)."""
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM files WHERE recording_id = ? AND name = ?",
+                                    (recording_id, name)).fetchone() is not None
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _set(self, file: SpoolFile, state: FileState) -> None:
+        with self._lock:
+            self._db.execute("UPDATE files SET state = ? WHERE seq = ?", (state, file.seq))
+
+    def _finish(self, recording_id: str) -> None:
+        """Every file of the recording reached the account: its directory and records go."""
+        with self._lock:
+            waiting = self._db.execute(
+                "SELECT COUNT(*) FROM files WHERE recording_id = ? AND state != ?",
+                (recording_id, FileState.PURGED)).fetchone()[0]
+            if waiting:
+                return
+            path = self.directory / recording_id
+            if path.exists():
+                done = self.directory / f".discard-{recording_id}"
+                os.rename(path, done)
+                fsync_dir(self.directory)
+                _shred(done)
+            self._db.execute("DELETE FROM files WHERE recording_id = ?", (recording_id,))
+
+    def _file(self, row: tuple) -> SpoolFile:
+        seq, recording_id, teacher_id, name, size, sha256, state = row
+        return SpoolFile(seq, recording_id, teacher_id, name, size, sha256, FileState(state),
+                         self.directory / recording_id / name)
+
+
+def _shred(path: Path) -> None:
+    """Overwrite every file under `path`, then delete it all."""
+    if not path.exists():
+        return
+    for file in path.rglob("*"):
+        if file.is_file():
+            _overwrite(file)
+    shutil.rmtree(path)
 
 
 def _overwrite(file: Path) -> None:

@@ -1,0 +1,299 @@
+"""The upload client: one file to the teacher's account, as the README's upload API says.
+
+    client = UploadClient(UploadSettings(url="https://account.example", client_cert=..., ...))
+    stored = client.put(UploadTarget(teacher_id, recording_id, name, path, sha256, size))
+    # stored.sha256 is what the server kept; the caller deletes its copy only if it is its own
+
+Every call has a connect and a read timeout. Bodies are streamed from the file, never read whole
+into memory, at most `bandwidth_bps` fast. A file larger than `chunk_bytes` is sent in ranges
+and resumes where the server says it got to. The outcome of a call is one of: `Stored`;
+`RetryLater` (the network, a timeout, 5xx, 429: try again, after `retry_after` if the server said);
+`Refused` (a 4xx that says the request itself is wrong: retrying it as it is will not help).
+Retrying is the caller's business (`uploader.worker`), so this module makes exactly one attempt.
+"""
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable
+from urllib.parse import quote, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+BLOCK = 256 * 1024  # bytes per socket write: small blocks cost Python calls, big ones memory
+
+
+class UploadError(Exception):
+    """Why one attempt did not store the file."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class RetryLater(UploadError):
+    """A passing failure: the network, a timeout, the server busy or failing."""
+
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class Refused(UploadError):
+    """The server says this request is wrong (a 4xx); sending it again unchanged will not help."""
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What the server says it holds at the file's address."""
+
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class UploadTarget:
+    """One sealed file and where it goes."""
+
+    teacher_id: str
+    recording_id: str
+    name: str
+    path: Path
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class UploadSettings:
+    url: str
+    ca_bundle: Path | None = None        # None: the system's CAs
+    client_cert: Path | None = None      # the device's own certificate (mutual TLS)
+    client_key: Path | None = None
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 60.0
+    chunk_bytes: int = 16 * 1024 * 1024
+    bandwidth_bps: int = 0               # 0: no cap
+    allow_plain_http: bool = False       # only the simulator sets this, and only for loopback
+
+
+class UploadClient:
+    """Sends sealed files to the account server. One attempt per `put`."""
+
+    def __init__(self, settings: UploadSettings, progress: Callable[[], None] = lambda: None):
+        _check_url(settings)
+        self._s = settings
+        self._base = settings.url.rstrip("/")
+        self._progress = progress
+        self._session = requests.Session()
+        # Retries belong to the worker (with backoff that honours Retry-After); here, none.
+        adapter = _BlockAdapter(max_retries=0)
+        self._session.mount("https://", adapter)
+        self._session.mount("http://", adapter)
+        # Passed on every request: a Session's own `verify` loses to $REQUESTS_CA_BUNDLE.
+        self._verify: str | bool = str(settings.ca_bundle) if settings.ca_bundle else True
+        if settings.client_cert is not None:
+            self._session.cert = (str(settings.client_cert), str(settings.client_key))
+        self._timeout = (settings.connect_timeout_s, settings.read_timeout_s)
+        self._pace = _Pacer(settings.bandwidth_bps)
+
+    def close(self) -> None:
+        self._session.close()
+
+    def put(self, target: UploadTarget) -> Stored:
+        """Send `target` (resuming a ranged upload where the server got to); returns what the
+        server stored, or raises `RetryLater` / `Refused`."""
+        url = self._address(target)
+        headers = {"X-Classcam-SHA256": target.sha256, "X-Classcam-Size": str(target.size)}
+        if target.size <= self._s.chunk_bytes:
+            return self._stored(self._request("PUT", url, target, 0, target.size, headers))
+        offset = self._resume_offset(url)
+        if isinstance(offset, Stored):
+            return offset
+        while True:
+            end = min(offset + self._s.chunk_bytes, target.size)
+            ranged = dict(headers, **{"Content-Range": f"bytes {offset}-{end - 1}/{target.size}"})
+            response = self._request("PUT", url, target, offset, end - offset, ranged)
+            if response.status_code in (202, 416):  # 416: the server is elsewhere; go there
+                offset = self._offset(response, target.size)
+                continue
+            return self._stored(response)
+
+    # -- one request ------------------------------------------------------------------------
+
+    def _request(self, method: str, url: str, target: UploadTarget | None = None,
+                 offset: int = 0, length: int = 0,
+                 headers: dict[str, str] | None = None) -> requests.Response:
+        try:
+            if target is None:
+                response = self._session.request(method, url, headers=headers,
+                                                 timeout=self._timeout, verify=self._verify)
+            else:
+                with open(target.path, "rb") as f:
+                    f.seek(offset)
+                    body = _FileSlice(f, length, self._pace, self._progress)
+                    response = self._session.request(method, url, data=body, headers=headers,
+                                                     timeout=self._timeout, verify=self._verify)
+        except FileNotFoundError:
+            raise Refused(f"{target.name} is no longer on the unit") from None
+        except requests.exceptions.SSLError as e:
+            raise RetryLater(f"TLS: {_short(e)}") from None
+        except requests.exceptions.Timeout:
+            raise RetryLater("the server did not answer in time") from None
+        except requests.exceptions.ConnectionError as e:
+            raise RetryLater(f"cannot reach the server: {_short(e)}") from None
+        except requests.exceptions.RequestException as e:
+            raise RetryLater(f"request failed: {_short(e)}") from None
+        self._progress()
+        if response.status_code in (408, 429) or response.status_code >= 500:
+            raise RetryLater(f"server answered {response.status_code} {response.reason}",
+                             _retry_after(response.headers.get("Retry-After")))
+        if response.status_code >= 400 and response.status_code != 416:
+            raise Refused(f"server answered {response.status_code} {response.reason}: "
+                          f"{_error_text(response)}")
+        return response
+
+    def _resume_offset(self, url: str) -> int | Stored:
+        response = self._request("HEAD", url)
+        if response.status_code == 404:
+            return 0
+        if "X-Classcam-SHA256" in response.headers:
+            return Stored(response.headers["X-Classcam-SHA256"],
+                          int(response.headers.get("X-Classcam-Size", "0")))
+        try:
+            return int(response.headers["X-Classcam-Offset"])
+        except (KeyError, ValueError):
+            raise RetryLater("server's HEAD answer has no offset") from None
+
+    def _offset(self, response: requests.Response, size: int) -> int:
+        try:
+            offset = int(response.json()["offset"])
+        except (ValueError, KeyError, TypeError):
+            raise RetryLater(f"server's {response.status_code} answer has no offset") from None
+        if not 0 <= offset < size:
+            raise Refused(f"server asks for offset {offset} of a {size}-byte file")
+        return offset
+
+    def _stored(self, response: requests.Response) -> Stored:
+        if response.status_code not in (200, 201):
+            raise RetryLater(f"unexpected answer {response.status_code} {response.reason}")
+        try:
+            answer = response.json()
+            return Stored(str(answer["sha256"]), int(answer["size"]))
+        except (ValueError, KeyError, TypeError):
+            raise RetryLater("server's answer has no sha256") from None
+
+    def _address(self, t: UploadTarget) -> str:
+        return (f"{self._base}/v1/teachers/{quote(t.teacher_id, safe='')}/recordings/"
+                f"{quote(t.recording_id, safe='')}/{quote(t.name, safe='')}")
+
+
+class _FileSlice:
+    """`length` bytes of an open file, read in blocks as the body is sent, at most as fast as
+    the pacer allows; `progress()` after each block (the watchdog's sign of life)."""
+
+    def __init__(self, f: BinaryIO, length: int, pace: "_Pacer", progress: Callable[[], None]):
+        self._f = f
+        self._left = length
+        self._pace = pace
+        self._progress = progress
+
+    def __len__(self) -> int:  # requests sends a Content-Length, not a chunked body
+        return self._left
+
+    def read(self, n: int = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        n = self._left if n is None or n < 0 else min(n, self._left)
+        self._pace.wait(n)
+        data = self._f.read(n)
+        self._left -= len(data)
+        if not data and self._left > 0:
+            raise OSError("the file shrank while it was being sent")
+        self._progress()
+        return data
+
+
+class _Pacer:
+    """A bandwidth cap: blocks long enough that the bytes sent so far stay under the rate."""
+
+    def __init__(self, bytes_per_second: int):
+        self._rate = bytes_per_second
+        self._lock = threading.Lock()
+        self._next = time.monotonic()
+
+    def wait(self, n: int) -> None:
+        if self._rate <= 0:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(self._next, now - 1.0)  # no saving up more than a second of credit
+            self._next = start + n / self._rate
+            delay = start - now
+        if delay > 0:
+            time.sleep(delay)
+
+
+class _BlockAdapter(HTTPAdapter):
+    """Sends bodies in `BLOCK`-sized writes instead of urllib3's 16 KiB."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs["blocksize"] = BLOCK
+        super().init_poolmanager(*args, **kwargs)
+
+
+def _check_url(s: UploadSettings) -> None:
+    parts = urlsplit(s.url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and parts.hostname:
+        if s.allow_plain_http and _is_loopback(parts.hostname):
+            return
+        raise ValueError("upload.url: plain HTTP is allowed only to a loopback address, and only "
+                         "in simulation")
+    raise ValueError(f"upload.url: {s.url!r} is not an https:// address")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds: either a number or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _error_text(response: requests.Response) -> str:
+    try:
+        return str(response.json().get("error", ""))[:200]
+    except ValueError:
+        return response.text[:200]
+
+
+def _short(e: Exception) -> str:
+    """The reason inside a requests error, on one short line: urllib3 wraps the cause in a
+    MaxRetryError whose `reason` is the real one, prefixed with the connection's repr."""
+    reason = e.args[0] if e.args and isinstance(e.args[0], Exception) else e
+    reason = getattr(reason, "reason", None) or reason
+    text = re.sub(r"^<[^>]*>: ", "", str(reason) or type(reason).__name__)
+    return text.replace("\n", " ")[:200]

@@ -1,0 +1,208 @@
+"""The upload loop: the oldest sealed file first, retried until the server confirms it (P7).
+
+    uploader = Uploader(spool, client, retry_max_s=300, hold_s=3600, on_change=show)
+    uploader.start()          # a thread; wakes whenever the spool queues a file
+    ...
+    uploader.stop()
+
+A passing failure (`RetryLater`: the network, a timeout, 5xx, 429) is retried with exponential
+backoff and full jitter, never sooner than the server's Retry-After, for as long as it takes. A
+file the server refuses (`Refused`, a 4xx) or stores with another hash is kept and tried again
+after `hold_s`: no file ever reaches a state where it is given up on. Only a file whose hash the
+server confirmed is deleted, by `Spool.confirm`.
+
+The journal gets one line when uploads start failing (with the reason) and one when they work
+again; never which teacher or recording (P9).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_random_exponential
+
+from uploader.client import Refused, RetryLater, Stored, UploadClient, UploadTarget
+from uploader.spool import Backlog, FileState, Spool, SpoolFile
+
+log = logging.getLogger(__name__)
+
+STEP_S = 1.0           # waits are cut into steps this long, so stop() and the watchdog see us
+IDLE_POLL_S = 30.0     # even with nothing to do, look at the spool this often
+
+
+@dataclass(frozen=True)
+class UploadStatus:
+    """What the status light and health report need: how much waits, and whether it works."""
+
+    backlog: Backlog
+    failing: str | None  # why the last attempt failed; None while uploads work
+
+
+class _Stopping(Exception):
+    """The daemon is shutting down: no further attempt."""
+
+
+class Uploader:
+    """Runs the upload loop on its own thread."""
+
+    def __init__(self, spool: Spool, client: UploadClient, retry_max_s: float = 300,
+                 hold_s: float = 3600,
+                 on_change: Callable[[UploadStatus], None] = lambda status: None):
+        self._spool = spool
+        self._client = client
+        self._retry_max_s = retry_max_s
+        self._hold_s = hold_s
+        self._on_change = on_change
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="uploader", daemon=True)
+        self._failing: str | None = None
+        self._reported: UploadStatus | None = None
+        self._held: dict[int, float] = {}  # refused files (by seq) -> when to try them again
+        self.heartbeat = time.monotonic()
+        spool.listen(self.wake)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop after the current request (bounded by the client's timeouts). A file cut off
+        mid-send is simply sent again, or resumed, next time."""
+        self._stopping.set()
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def wake(self) -> None:
+        """Something was queued: look at the spool now."""
+        self._wake.set()
+
+    def alive(self, within_s: float) -> bool:
+        """The thread runs and showed a sign of life in the last `within_s` seconds."""
+        return self._thread.is_alive() and time.monotonic() - self.heartbeat < within_s
+
+    def status(self) -> UploadStatus:
+        return UploadStatus(self._spool.backlog(), self._failing)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._report()
+            while not self._stopping.is_set():
+                self._beat()
+                file = self._spool.next_sealed(self._still_held())
+                if file is None:
+                    self._idle()
+                    continue
+                try:
+                    stored = self._send(file)
+                except _Stopping:
+                    self._spool.mark(file, FileState.SEALED)
+                    break
+                except Refused as e:
+                    self._hold(file, f"server refused a file: {e.reason}")
+                    continue
+                except RetryLater:  # only when stopping cut the retries short
+                    self._spool.mark(file, FileState.SEALED)
+                    break
+                if self._spool.confirm(file, stored.sha256):
+                    self._held.pop(file.seq, None)
+                    self._working()
+                else:
+                    self._hold(file, "server stored different bytes than were sent")
+        except Exception:  # a bug must not silently end uploads: the watchdog sees the thread die
+            log.exception("uploader stopped by an unexpected error")
+            raise
+
+    def _send(self, file: SpoolFile) -> Stored:
+        self._spool.mark(file, FileState.UPLOADING)
+        target = UploadTarget(file.teacher_id, file.recording_id, file.name, file.path,
+                              file.sha256, file.size)
+        retrying = Retrying(
+            retry=retry_if_exception_type(RetryLater),
+            wait=_Backoff(self._retry_max_s),
+            sleep=self._sleep,
+            before_sleep=self._attempt_failed,
+            reraise=True)
+        return retrying(self._attempt, target)
+
+    def _attempt(self, target: UploadTarget) -> Stored:
+        if self._stopping.is_set():
+            raise _Stopping()
+        self._beat()
+        return self._client.put(target)
+
+    def _attempt_failed(self, state: RetryCallState) -> None:
+        error = state.outcome.exception()
+        reason = getattr(error, "reason", str(error))
+        if reason != self._failing:
+            log.error("fault: upload: %s; recordings are kept on the unit and retried "
+                      "(next in %.0f s)", reason, state.upcoming_sleep)
+            self._failing = reason
+            self._report()
+
+    def _working(self) -> None:
+        if self._failing is not None:
+            log.info("upload: working again")
+            self._failing = None
+        self._report()
+
+    def _hold(self, file: SpoolFile, reason: str) -> None:
+        self._spool.mark(file, FileState.SEALED)
+        self._held[file.seq] = time.monotonic() + self._hold_s
+        log.error("fault: upload: %s; the file is kept and tried again in %.0f s", reason,
+                  self._hold_s)
+        self._failing = reason
+        self._report()
+
+    def _still_held(self) -> frozenset[int]:
+        now = time.monotonic()
+        return frozenset(seq for seq, until in self._held.items() if until > now)
+
+    def _idle(self) -> None:
+        self._report()
+        now = time.monotonic()
+        wait = min([IDLE_POLL_S] + [until - now for until in self._held.values() if until > now])
+        self._sleep(wait, wake=True)
+        self._wake.clear()
+
+    def _sleep(self, seconds: float, wake: bool = False) -> None:
+        """Wait in short steps (the heartbeat keeps going); stop() ends it, and so does wake()
+        when `wake` is set."""
+        end = time.monotonic() + seconds
+        while not self._stopping.is_set():
+            self._beat()
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            if wake:
+                if self._wake.wait(min(left, STEP_S)):
+                    return
+            else:
+                self._stopping.wait(min(left, STEP_S))
+
+    def _beat(self) -> None:
+        self.heartbeat = time.monotonic()
+
+    def _report(self) -> None:
+        status = self.status()
+        if status != self._reported:
+            self._reported = status
+            self._on_change(status)
+
+
+class _Backoff:
+    """Exponential backoff with full jitter, capped at `max_s`; never sooner than the server's
+    Retry-After."""
+
+    def __init__(self, max_s: float):
+        self._jittered = wait_random_exponential(multiplier=1, max=max_s)
+
+    def __call__(self, state: RetryCallState) -> float:
+        wait = self._jittered(state)
+        error = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(error, "retry_after", None)
+        return max(wait, retry_after) if retry_after is not None else wait
