@@ -1,7 +1,7 @@
 """The `classcam` command.
 
 On the unit (IT):      classcam run | check-config | roster add|list|remove | led-off
-On the teacher's PC:   classcam keys new | keys show | decrypt
+On the teacher's PC:   classcam keys new | keys show | account ls|get|rm | decrypt
 On the unit (teacher): classcam keys device   (the fingerprint manifests are checked against)
 For pads and tests:    classcam token mint
 """
@@ -70,6 +70,22 @@ def _parser() -> argparse.ArgumentParser:
     dec.add_argument("--known-devices", type=Path,
                      help="units trusted so far (default ~/.config/classcam/known_devices.json)")
     dec.set_defaults(func=_decrypt)
+
+    account = sub.add_parser("account", help="your recordings on the account server")
+    asub = account.add_subparsers(required=True, metavar="ACTION")
+    als = asub.add_parser("ls", help="list your recordings")
+    aget = asub.add_parser("get", help="download a recording's files (then: classcam decrypt)")
+    aget.add_argument("recording_id")
+    aget.add_argument("-o", "--output", type=Path, help="directory (default: ./RECORDING_ID)")
+    arm = asub.add_parser("rm", help="delete a recording from the account")
+    arm.add_argument("recording_id")
+    for cmd, func in ((als, _account_ls), (aget, _account_get), (arm, _account_rm)):
+        cmd.add_argument("--url", required=True, help="the account server, https://...")
+        cmd.add_argument("--teacher-id", required=True)
+        cmd.add_argument("--cert", type=Path, required=True, help="your account certificate")
+        cmd.add_argument("--key", type=Path, required=True, help="its private key")
+        cmd.add_argument("--ca", type=Path, help="the server's CA (default: the system's)")
+        cmd.set_defaults(func=func)
 
     roster = sub.add_parser("roster", help="teachers enrolled on this unit")
     rsub = roster.add_subparsers(required=True, metavar="ACTION")
@@ -190,6 +206,52 @@ def _decrypt(args) -> int:
               "sealed before that is here")
     elif lesson.ended_by.startswith("fault"):
         print(f"recording ended early: {lesson.ended_by}")
+    return 0
+
+
+def _account(args):
+    from appliance.account import Account, AccountError
+    try:
+        return Account(args.url, args.teacher_id, args.cert, args.key, args.ca)
+    except AccountError as e:
+        raise UsageError(e.reason) from None
+
+
+def _account_ls(args) -> int:
+    from appliance.account import AccountError
+    with _account(args) as account:
+        try:
+            recordings = account.recordings()
+        except AccountError as e:
+            raise UsageError(e.reason) from None
+    for r in recordings:
+        names = [f["name"] for f in r["files"]]
+        size = sum(f["size"] for f in r["files"])
+        whole = "manifest" if "manifest.age" in names else "no manifest yet"
+        print(f"{r['recording_id']}\t{len(names)} file(s)\t{size / 1e6:.1f} MB\t{whole}")
+    return 0
+
+
+def _account_get(args) -> int:
+    from appliance.account import AccountError
+    into = args.output or Path(args.recording_id)
+    with _account(args) as account:
+        try:
+            paths = account.download(args.recording_id, into)
+        except AccountError as e:
+            raise UsageError(e.reason) from None
+    print(f"{into}: {len(paths)} file(s), each checked against the account's SHA-256")
+    return 0
+
+
+def _account_rm(args) -> int:
+    from appliance.account import AccountError
+    with _account(args) as account:
+        try:
+            account.delete(args.recording_id)
+        except AccountError as e:
+            raise UsageError(e.reason) from None
+    print(f"deleted {args.recording_id}")
     return 0
 
 

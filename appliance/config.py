@@ -68,7 +68,7 @@ class CaptureConfig(_Section):
     video_bitrate_kbps: int = Field(default=2500, ge=100, le=50000)
     x264_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = "veryfast"
     # Recording stops (sealing what it has) rather than start a segment with less free space.
-    min_free_mb: int = Field(default=200, ge=1)
+    min_free_mb: float = Field(default=200, gt=0)
     # A camera or microphone that delivers nothing for this long has failed.
     stall_timeout_s: float = Field(default=2.0, gt=0, le=60)
 
@@ -126,7 +126,7 @@ class UploadConfig(_Section):
 class SpoolConfig(_Section):
     # The most the spool may hold. When a segment would not fit, recording stops, sealing what it
     # has, and no new one starts; nothing unconfirmed is ever deleted to make room.
-    quota_mb: int = Field(default=4096, ge=1)
+    quota_mb: float = Field(default=4096, gt=0)
 
 
 class GpioConfig(_Section):

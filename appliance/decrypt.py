@@ -20,10 +20,9 @@ from pathlib import Path
 import av
 import pyrage
 
-from capture.manifest import (MANIFEST_FILE, Manifest, ManifestRejected, SegmentEntry,
-                              open_manifest, sha256_file)
+from capture.manifest import MANIFEST_FILE, Manifest, ManifestRejected, SegmentEntry, open_manifest
 from capture.pipeline import TIMELINE_START
-from uploader.durable import atomic_write
+from uploader.durable import atomic_write, sha256_file
 
 
 class RecordingRefused(Exception):
@@ -178,11 +177,14 @@ def _join(directory: Path, entries: list[SegmentEntry], identity: pyrage.x25519.
                     if streams is None:
                         streams = {video.index: out.add_stream_from_template(video),
                                    audio.index: out.add_stream_from_template(audio)}
-                    in_segment = 0
+                    in_segment, first_pts = 0, None
                     for packet in segment.demux(video, audio):
                         if packet.dts is None:  # the demuxer's end-of-stream marker
                             continue
-                        in_segment += packet.stream.index == video.index
+                        if packet.stream.index == video.index:
+                            in_segment += 1
+                            if first_pts is None:
+                                first_pts = float(packet.pts * packet.time_base - TIMELINE_START)
                         # Back from the segments' timeline origin to 0, so a player does not
                         # show a second of nothing first (AAC's priming packet goes below 0,
                         # which MP4 keeps in an edit list).
@@ -191,10 +193,7 @@ def _join(directory: Path, entries: list[SegmentEntry], identity: pyrage.x25519.
                         packet.dts -= origin
                         packet.stream = streams[packet.stream.index]
                         out.mux(packet)
-                expected = round(entry.duration * float(video.average_rate or video.base_rate))
-                if in_segment != expected:
-                    raise RecordingRefused([f"{entry.file} holds {in_segment} video frames, the "
-                                            f"manifest says {expected}"])
+                _check_content(entry, in_segment, first_pts)
                 frames += in_segment
         os.replace(tmp, output)
     except av.FFmpegError as e:
@@ -202,6 +201,19 @@ def _join(directory: Path, entries: list[SegmentEntry], identity: pyrage.x25519.
     finally:
         tmp.unlink(missing_ok=True)
     return frames
+
+
+def _check_content(entry: SegmentEntry, frames: int, first_pts: float | None) -> None:
+    """The decrypted segment holds the frames, from the time, its manifest entry says. (The
+    hashes already match; this catches a unit that listed what it did not write.)"""
+    interval = entry.duration - (entry.last_pts - entry.first_pts)  # one frame's duration
+    expected = round(entry.duration / interval) if interval > 0 else -1
+    if frames != expected:
+        raise RecordingRefused([f"{entry.file} holds {frames} video frames, the manifest says "
+                                f"{expected}"])
+    if first_pts is None or abs(first_pts - entry.first_pts) > interval / 2:
+        raise RecordingRefused([f"{entry.file} starts at {first_pts} s, the manifest says "
+                                f"{entry.first_pts} s"])
 
 
 def _normal(fingerprint: str) -> str:

@@ -44,6 +44,7 @@ class Reason(enum.StrEnum):
     EXPIRED_CHALLENGE = "expired challenge"
     REPLAYED = "replayed"
     NOTHING_TO_DISCARD = "nothing to discard"
+    ALREADY_UPLOADED = "already uploaded: delete it from your account"
 
 
 class TokenRejected(Exception):

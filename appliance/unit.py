@@ -273,8 +273,12 @@ class Unit:
         return completed and not (cancellable and self._stop_requested.is_set())
 
     async def _discard(self, token: StartToken) -> Result:
-        latest = self._spool.latest()
+        """Discard the last recording made on this unit, if the token's teacher made it."""
+        made, latest = await asyncio.to_thread(self._spool.newest)
         self._set_state(State.IDLE)
+        if made and latest is None:
+            # All of it is in the account already; the device cannot delete there (P6).
+            return self._refuse(TokenRejected(Reason.ALREADY_UPLOADED))
         if latest is None or latest.teacher_id != token.teacher_id:
             return self._refuse(TokenRejected(Reason.NOTHING_TO_DISCARD))
         uploaded = await asyncio.to_thread(self._spool.discard, latest.recording_id)

@@ -75,7 +75,7 @@ class CaptureSettings:
     audio_rate: int = 48000
     video_bitrate_kbps: int = 2500
     x264_preset: str = "veryfast"
-    min_free_mb: int = 200
+    min_free_mb: float = 200
     stall_timeout_s: float = 2.0
 
 
@@ -236,7 +236,7 @@ class Segmenter:
         if self._current is not None:
             self._seal()
         free = self._free_bytes(self._directory)
-        if free < self._s.min_free_mb * 1024 * 1024:
+        if free < self._s.min_free_mb * 1024 * 1024:  # the disk's free space or the quota's rest
             raise DiskFull(f"only {free // (1024 * 1024)} MB free; recording stopped with "
                            f"{len(self.sealed)} segment(s) sealed")
         self._current = _Segment(self._directory, len(self.sealed) + 1, self._recipient,

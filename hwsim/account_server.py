@@ -472,8 +472,8 @@ class _Handler(BaseHTTPRequestHandler):
         # The target as sent: http.server rewrites a leading "//" in self.path.
         words = self.requestline.split()
         target = words[1] if len(words) == 3 else self.path
-        self._record = {"method": self.command, "path": target, "role": self.role,
-                        "cn": self.cn, "status": None, "bytes": 0}
+        self._record = {"t": time.monotonic(), "method": self.command, "path": target,
+                        "role": self.role, "cn": self.cn, "status": None, "bytes": 0}
         try:
             self._body = _Body(self.rfile, self._content_length())
             plan = self.account.faults._plan(self.command == "PUT" and self._body.left > 0)

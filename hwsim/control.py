@@ -5,7 +5,7 @@ state, while the real daemon runs (`classcam run --hw sim`). Newline-delimited J
     {"cmd": "pad_arm"}                                 the pad's record key
     {"cmd": "pin", "teacher": ID, "pin": "4321", "act": "start"}   answers the unit's result
     {"cmd": "fault", "name": "speaker", "on": true}
-    {"cmd": "status"}                                  {"state": ..., "fault": ..., "open": [...]}
+    {"cmd": "status"}            {"state", "fault", "open": [...], "recording_led", "light"}
 
 This socket exists only in the simulator; a real unit has no such thing (P1).
 
@@ -72,7 +72,8 @@ async def _command(cmd: dict, unit: "Unit", parts: "SimParts") -> dict[str, Any]
     if name == "status":
         return {"ok": True, "state": unit.state.value, "fault": unit.fault,
                 "open": [d for d in ("camera", "microphone") if parts.devices[d].is_open],
-                "recording_led": bool(parts.recording_led_pin.state)}
+                "recording_led": bool(parts.recording_led_pin.state),
+                "light": parts.status_led.pattern.name.lower() if parts.status_led.pattern else None}
     return {"ok": False, "error": f"unknown command {name!r}"}
 
 

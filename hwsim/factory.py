@@ -29,6 +29,7 @@ class SimParts:
     pin_factory: SimPinFactory
     speaker: MemorySpeaker
     devices: dict[str, SimCamera | SimMicrophone]
+    status_led: StatusLed | None = None
     pad: SimPinPad | None = None
 
     @property
@@ -65,11 +66,12 @@ def make_sim_hardware(config: Config) -> Hardware:
                                    source),
                "microphone": SimMicrophone(timeline, faults, c.audio_rate, sim.realtime)}
     parts = SimParts(timeline, faults, factory, speaker, devices)
+    parts.status_led = StatusLed(gpio.status_led_pins, pin_factory=factory)
     hw = Hardware(
         button=gpiozero.Button(gpio.button_pin, pull_up=True, bounce_time=None,
                                pin_factory=factory),
         recording_led=RecordingLed(gpio.recording_led_pin, pin_factory=factory),
-        status_led=StatusLed(gpio.status_led_pins, pin_factory=factory),
+        status_led=parts.status_led,
         speaker=speaker,
         camera=devices["camera"],
         microphone=devices["microphone"],

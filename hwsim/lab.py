@@ -8,6 +8,10 @@ all start from here.
         unit.control("pin", teacher="t-evans", pin="4321")
         unit.wait_state("recording")
     events = lab.timeline()
+
+    with lab.account() as server, lab.daemon() as unit:   # uploads to the reference server
+        unit.lesson()
+        unit.wait_uploaded()
 """
 from __future__ import annotations
 
@@ -27,8 +31,10 @@ import tomli_w
 from appliance.keys import TeacherKeyFiles, new_teacher_keys
 from appliance.roster import Roster
 from hwsim import timeline as timeline_file
+from hwsim.account_server import AccountServer
 from hwsim.control import ControlClient
 from hwsim.pinpad import enrol
+from hwsim.pki import DEVICE, TEACHER, Credential, TestPki
 
 PASSPHRASE = "lab passphrase, not a secret"
 DEVICE_ID = "sim-unit-1"
@@ -65,7 +71,7 @@ class Lab:
         """The same classroom (keys, roster, pad) under `root`, with fresh state: making keys
         takes seconds (scrypt), copying them does not."""
         shutil.copytree(self.root, root, dirs_exist_ok=True, ignore=shutil.ignore_patterns(
-            "timeline.jsonl", "daemon.log", "var", "run"))
+            "timeline.jsonl", "daemon.log", "var", "run", "pki", "account"))
         lab = Lab(root, dict(self.teachers), settings)
         for d in (lab.state_dir, lab.run_dir):
             d.mkdir(parents=True, exist_ok=True)
@@ -82,6 +88,9 @@ class Lab:
     pad_socket = property(lambda self: self.run_dir / "pinpad.sock")
     control_socket = property(lambda self: self.run_dir / "sim-control.sock")
     log_path = property(lambda self: self.root / "daemon.log")
+    pki_dir = property(lambda self: self.root / "pki")
+    account_dir = property(lambda self: self.root / "account")
+    spool_dir = property(lambda self: self.state_dir / "spool")
 
     def key_files(self, teacher_id: str) -> TeacherKeyFiles:
         return TeacherKeyFiles.in_dir(self.keys_dir, teacher_id)
@@ -119,6 +128,42 @@ class Lab:
         finally:
             unit.terminate()
             log.close()
+
+    @contextlib.contextmanager
+    def account(self, **upload) -> Iterator[AccountServer]:
+        """Run the reference account server (HTTPS on loopback, a test CA) and point the unit's
+        `[upload]` at it with a device certificate. `upload` overrides those settings; the
+        defaults retry quickly, as tests want."""
+        server = AccountServer(self.account_dir, self.pki())
+        server.start()
+        try:
+            device = self.pki().issue(DEVICE_ID, DEVICE)
+            self.settings["upload"] = {
+                "url": server.url, "ca_bundle": str(self.pki().ca_cert),
+                "client_cert": str(device.cert), "client_key": str(device.key),
+                "connect_timeout_s": 2.0, "read_timeout_s": 5.0, "retry_max_s": 1.0,
+                "hold_s": 5.0, **upload}
+            self.write_config()
+            yield server
+        finally:
+            server.stop()
+
+    def pki(self) -> TestPki:
+        """The test CA of this classroom's account server, made on first use."""
+        if (self.pki_dir / "ca.pem").exists():
+            return TestPki(self.pki_dir)
+        return TestPki.create(self.pki_dir)
+
+    def teacher_credential(self, teacher_id: str) -> Credential:
+        """The certificate a teacher's own computer uses for their account."""
+        return self.pki().issue(teacher_id, TEACHER)
+
+    def spooled(self) -> list[Path]:
+        """The recordings still on the unit."""
+        if not self.spool_dir.exists():
+            return []
+        return sorted(p for p in self.spool_dir.iterdir()
+                      if p.is_dir() and not p.name.startswith("."))
 
     def timeline(self) -> list[dict]:
         """Every event the simulator recorded so far."""
@@ -180,6 +225,15 @@ class RunningUnit:
             self.control("press")
             self.wait_state("idle")
         return result
+
+    def wait_uploaded(self, timeout: float = 60.0) -> None:
+        """Until the unit holds no recording: everything confirmed by the server and purged."""
+        deadline = time.monotonic() + timeout
+        while self.lab.spooled():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"still on the unit after {timeout:g} s: "
+                                   f"{[p.name for p in self.lab.spooled()]}")
+            time.sleep(0.05)
 
     def kill(self) -> None:
         """SIGKILL: a power cut, as far as the daemon can tell."""

@@ -127,8 +127,9 @@ class UploadClient:
     # -- one request ------------------------------------------------------------------------
 
     def _request(self, method: str, url: str, target: UploadTarget | None = None,
-                 offset: int = 0, length: int = 0,
-                 headers: dict[str, str] | None = None) -> requests.Response:
+                 offset: int = 0, length: int = 0, headers: dict[str, str] | None = None,
+                 answers: frozenset[int] = frozenset({416})) -> requests.Response:
+        """One request; a 4xx not in `answers` is `Refused`, a 5xx, 408 or 429 `RetryLater`."""
         try:
             if target is None:
                 response = self._session.request(method, url, headers=headers,
@@ -153,14 +154,14 @@ class UploadClient:
         if response.status_code in (408, 429) or response.status_code >= 500:
             raise RetryLater(f"server answered {response.status_code} {response.reason}",
                              _retry_after(response.headers.get("Retry-After")))
-        if response.status_code >= 400 and response.status_code != 416:
+        if response.status_code >= 400 and response.status_code not in answers:
             raise Refused(f"server answered {response.status_code} {response.reason}: "
                           f"{_error_text(response)}")
         return response
 
     def _resume_offset(self, url: str) -> int | Stored:
-        response = self._request("HEAD", url)
-        if response.status_code == 404:
+        response = self._request("HEAD", url, answers=frozenset({404}))
+        if response.status_code == 404:  # nothing of it there yet
             return 0
         if "X-Classcam-SHA256" in response.headers:
             return Stored(response.headers["X-Classcam-SHA256"],

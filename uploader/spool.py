@@ -4,6 +4,7 @@ record of how far each file has got.
     spool = Spool(state_dir / "spool")
     spool.recover()                               # after any crash, before anything else
     rec = spool.new_recording(teacher_id, recipient)
+    made, newest = spool.newest()                 # the last recording, if still here
     spool.add(rec, "seg-000001.ts.age", sha256)   # a sealed file, queued for upload
     f = spool.next_sealed()                       # the oldest file not yet confirmed
     spool.mark(f, FileState.UPLOADING); ...; spool.confirm(f, sha256_the_server_stored)
@@ -110,6 +111,10 @@ class Spool:
             sha256 TEXT NOT NULL,
             state TEXT NOT NULL CHECK (state IN ('sealed', 'uploading', 'confirmed', 'purged')),
             UNIQUE (recording_id, name))""")
+        # The sequence number of the newest recording ever made here, so "the last recording"
+        # stays that one after it has left the spool.
+        self._db.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, "
+                         "value INTEGER NOT NULL)")
 
     def close(self) -> None:
         with self._lock:
@@ -118,8 +123,11 @@ class Spool:
     # -- recordings ---------------------------------------------------------------------------
 
     def new_recording(self, teacher_id: str, recipient: str) -> Recording:
-        """Create the directory of a new recording, after every one already here."""
-        sequence = max((r.sequence for r in self.recordings()), default=0) + 1
+        """Create the directory of a new recording, after every one made before."""
+        with self._lock:
+            sequence = max([r.sequence for r in self.recordings()] + [self._last_sequence()]) + 1
+            self._db.execute("INSERT OR REPLACE INTO counters VALUES ('last_sequence', ?)",
+                             (sequence,))
         recording_id = secrets.token_hex(16)
         tmp = self.directory / f".new-{recording_id}"
         tmp.mkdir(mode=0o700)
@@ -147,10 +155,14 @@ class Spool:
                 log.error("spool: %s is unreadable, left in place: %s", path.name, e)
         return sorted(found, key=lambda r: r.sequence)
 
-    def latest(self) -> Recording | None:
-        """The most recent recording still in the spool."""
+    def newest(self) -> tuple[bool, Recording | None]:
+        """Whether any recording was ever made here, and the newest one made if it is still in
+        the spool (None once it has been uploaded, discarded or removed)."""
         recordings = self.recordings()
-        return recordings[-1] if recordings else None
+        last = self._last_sequence()
+        if recordings and recordings[-1].sequence >= last:
+            return True, recordings[-1]
+        return last > 0, None
 
     def discard(self, recording_id: str) -> int:
         """The teacher's discard: nothing more of the recording is uploaded, and everything of it
@@ -249,15 +261,12 @@ class Spool:
         return Backlog(files, size)
 
     def used_bytes(self) -> int:
-        """Bytes the spool takes on disk now, unfinished segments and the journal included."""
-        total = 0
-        for dirpath, _, names in os.walk(self.directory):
-            for name in names:
-                try:
-                    total += os.lstat(os.path.join(dirpath, name)).st_size
-                except FileNotFoundError:
-                    pass  # purged or renamed while we counted
-        return total
+        """Bytes the sealed recordings still here take (read from the journal, so it costs the
+        same however long the backlog; the segment being written is not counted, which is what
+        the capture chain's `min_free_mb` margin is for)."""
+        with self._lock:
+            return self._db.execute("SELECT COALESCE(SUM(size), 0) FROM files WHERE state != ?",
+                                    (FileState.PURGED,)).fetchone()[0]
 
     # -- recovery -----------------------------------------------------------------------------
 
@@ -300,6 +309,12 @@ class Spool:
                                     (recording_id, name)).fetchone() is not None
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _last_sequence(self) -> int:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT value FROM counters WHERE name = 'last_sequence'").fetchone()
+        return row[0] if row else 0
 
     def _set(self, file: SpoolFile, state: FileState) -> None:
         with self._lock:

@@ -61,7 +61,8 @@ class Uploader:
         self._thread = threading.Thread(target=self._run, name="uploader", daemon=True)
         self._failing: str | None = None
         self._reported: UploadStatus | None = None
-        self._held: dict[int, float] = {}  # refused files (by seq) -> when to try them again
+        # Files the server refused (by seq) -> (when to try them again, why).
+        self._held: dict[int, tuple[float, str]] = {}
         self.heartbeat = time.monotonic()
         spool.listen(self.wake)
 
@@ -145,14 +146,16 @@ class Uploader:
             self._report()
 
     def _working(self) -> None:
-        if self._failing is not None:
+        """A file was confirmed. Uploads work again, unless a refused file is still held."""
+        held = [why for _, why in self._held.values()]
+        if self._failing is not None and not held:
             log.info("upload: working again")
-            self._failing = None
+        self._failing = held[-1] if held else None
         self._report()
 
     def _hold(self, file: SpoolFile, reason: str) -> None:
         self._spool.mark(file, FileState.SEALED)
-        self._held[file.seq] = time.monotonic() + self._hold_s
+        self._held[file.seq] = (time.monotonic() + self._hold_s, reason)
         log.error("fault: upload: %s; the file is kept and tried again in %.0f s", reason,
                   self._hold_s)
         self._failing = reason
@@ -160,12 +163,12 @@ class Uploader:
 
     def _still_held(self) -> frozenset[int]:
         now = time.monotonic()
-        return frozenset(seq for seq, until in self._held.items() if until > now)
+        return frozenset(seq for seq, (until, _) in self._held.items() if until > now)
 
     def _idle(self) -> None:
         self._report()
         now = time.monotonic()
-        wait = min([IDLE_POLL_S] + [until - now for until in self._held.values() if until > now])
+        wait = min([IDLE_POLL_S] + [until - now for until, _ in self._held.values() if until > now])
         self._sleep(wait, wake=True)
         self._wake.clear()
 
