@@ -91,9 +91,9 @@ async def serve(config: Config, hw: Hardware, client: UploadClient | None = None
     roster = Roster(config.device.roster_dir)
     spool = Spool(config.device.state_dir / "spool")
     spool.recover()
+    spool.reconcile()  # first: a segment the journal missed goes before its manifest
     device_key = load_or_create(config.device.state_dir)
     recover_interrupted(spool, config.device.id, device_key)
-    spool.reconcile()
     notices, notice_error = None, None
     try:
         notices = await asyncio.to_thread(Notices.synthesise, config.notice)

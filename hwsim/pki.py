@@ -35,6 +35,9 @@ class Credential:
 
 @dataclass(frozen=True)
 class TestPki:
+    """The files of a test CA in `directory`."""
+
+    __test__ = False  # a test *fixture*, not a pytest test class
     directory: Path
 
     @property
