@@ -1,10 +1,13 @@
-"""A scripted lesson in the simulator, told as it happens, then the timeline and the P1-P3 checks.
+"""A scripted lesson in the simulator, told as it happens: the whole path from the record button
+to the lesson video on the teacher's own computer, then the timeline and the P1-P3 checks.
 
-    python -m hwsim.demo [--out demo-out] [--seconds 5] [--realtime]
+    python -m hwsim.demo [--out demo-out] [--seconds 60] [--realtime]
 
 What runs is the real daemon (`classcam run --hw sim`) with simulated button, LEDs, speaker,
-camera, microphone and PIN pad. The teacher's keys are made as `classcam keys new` makes them on
-the teacher's own computer, and enrolled as IT would with `classcam roster add`.
+camera, microphone and PIN pad, uploading over real mutual TLS to the reference account server
+on loopback. The teacher's keys are made as `classcam keys new` makes them on the teacher's own
+computer, enrolled as IT would with `classcam roster add`, and at the end the teacher downloads
+with `classcam account get` and joins the lesson with `classcam decrypt`.
 """
 from __future__ import annotations
 
@@ -38,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
                      notice={"languages": ["en", "cy"]},
                      capture={"width": 1280, "height": 720, "fps": 25, "segment_seconds": 10,
                               "x264_preset": "veryfast", "min_free_mb": 200})
-    with lab.daemon() as unit:
+    with lab.account(retry_max_s=5.0) as server, lab.daemon() as unit:
+        say(f"The teacher's account server is up at {server.url} (mutual TLS, test CA)")
         say("The teacher presses the record button")
         unit.control("press")
         unit.wait_state("armed")
@@ -52,10 +56,14 @@ def main(argv: list[str] | None = None) -> int:
         unit.wait_state("recording", timeout=120)
         say(f"Camera and microphone open; recording for {args.seconds:g} s")
         time.sleep(args.seconds)
+        during = sum(len(files) for files in server.stored(TEACHER).values())
+        say(f"{during} sealed segment(s) already reached the teacher's account during the lesson")
         say("The teacher presses the button again to stop")
         unit.control("press")
         unit.wait_state("idle", timeout=60)
         say("Devices closed, LED off, the room told that recording has stopped")
+        unit.wait_uploaded(timeout=300)
+        say("The last segment and the signed manifest are uploaded; the unit's spool is empty")
     events = lab.timeline()
     print("\nTimeline (seconds from the first event; status-LED blinks left out):")
     print_timeline(events)
@@ -68,32 +76,54 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name} {'held' if not bad else 'BROKEN'}: {text}")
         for p in bad:
             print(f"     {p}")
-    print("\nOn the teacher's computer: the downloaded recording, decrypted and joined")
-    lesson = teacher_decrypts(lab)
+    print("\nOn the teacher's computer: download the recording, check it and join it")
+    with lab.account():  # the server again, holding what the unit uploaded
+        lesson = teacher_downloads_and_decrypts(lab)
     print(f"\nFiles in {lab.root}:")
-    print(f"  {lesson.relative_to(lab.root)}   the lesson, as the teacher sees it")
-    print("  var/spool/<recording>/        what the unit keeps: age ciphertext only")
+    if lesson is not None:
+        print(f"  {lesson.relative_to(lab.root)}                  the lesson, as the teacher sees it")
+    print(f"  teacher-computers/downloads/  the ciphertext the teacher downloaded (age, and the manifest)")
+    print(f"  account/{TEACHER}/              the account server's copy: ciphertext only")
+    print(f"  var/spool/                    the unit's spool: empty once the server confirmed each file")
     print("  timeline.jsonl, daemon.log    the simulator's record and the daemon's journal")
     print("  teacher-computers/            the teacher's keys (passphrase-protected) and card")
-    return 1 if problems or lesson is None else 0
+    return 1 if problems or lesson is None or lab.spooled() else 0
 
 
-def teacher_decrypts(lab: Lab) -> Path | None:
-    """Copy the sealed files as the teacher downloads them, then `classcam decrypt` them."""
-    (recording,) = [p for p in (lab.state_dir / "spool").iterdir()
-                    if p.is_dir() and not p.name.startswith(".")]
-    downloaded = lab.root / "downloaded" / recording.name
-    downloaded.mkdir(parents=True)
-    for path in recording.glob("*.age"):
-        shutil.copy2(path, downloaded / path.name)
+def teacher_downloads_and_decrypts(lab: Lab) -> Path | None:
+    """As the teacher would: list the account, download, check the unit's key, decrypt."""
+    cred = lab.teacher_credential(TEACHER)
+    account = ["--url", lab.settings["upload"]["url"], "--teacher-id", TEACHER,
+               "--cert", str(cred.cert), "--key", str(cred.key), "--ca", str(lab.pki().ca_cert)]
+    listing = classcam(lab, "account", "ls", *account)
+    if listing is None:
+        return None
+    recording_id = listing.split()[0]
+    downloads = lab.keys_dir / "downloads" / recording_id
+    if classcam(lab, "account", "get", recording_id, "-o", str(downloads), *account) is None:
+        return None
+    # The fingerprint the teacher reads off the unit (IT runs this on it) pins the manifest's key.
+    device = classcam(lab, "keys", "device", "--config", str(lab.config_path))
+    if device is None:
+        return None
     lesson = lab.root / "lesson.mp4"
-    run = subprocess.run(
-        [sys.executable, "-m", "appliance.cli", "decrypt",
-         "--identity", str(lab.key_files(TEACHER).identity), str(downloaded), "-o", str(lesson)],
-        env=dict(os.environ, CLASSCAM_PASSPHRASE=PASSPHRASE), capture_output=True, text=True)
+    decrypted = classcam(lab, "decrypt", "--identity", str(lab.key_files(TEACHER).identity),
+                         "--device-fingerprint", device.split()[-1],
+                         "--known-devices", str(lab.keys_dir / "known_devices.json"),
+                         str(downloads), "-o", str(lesson))
+    return lesson if decrypted is not None else None
+
+
+def classcam(lab: Lab, *args: str) -> str | None:
+    """Run a `classcam` command as shown to a person; its output, or None if it failed."""
+    shown = [a if not a.startswith(str(lab.root)) else os.path.relpath(a) for a in args]
+    print(f"  $ classcam {' '.join(shown)}")
+    run = subprocess.run([sys.executable, "-m", "appliance.cli", *args],
+                         env=dict(os.environ, CLASSCAM_PASSPHRASE=PASSPHRASE),
+                         capture_output=True, text=True)
     for line in (run.stdout + run.stderr).splitlines():
-        print(f"  {line}")
-    return lesson if run.returncode == 0 else None
+        print(f"    {line}")
+    return run.stdout if run.returncode == 0 else None
 
 
 def say(text: str) -> None:
