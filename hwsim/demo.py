@@ -82,9 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nFiles in {lab.root}:")
     if lesson is not None:
         print(f"  {lesson.relative_to(lab.root)}                  the lesson, as the teacher sees it")
-    print(f"  teacher-computers/downloads/  the ciphertext the teacher downloaded (age, and the manifest)")
+    print("  teacher-computers/downloads/  the ciphertext the teacher downloaded (age, and the manifest)")
     print(f"  account/{TEACHER}/              the account server's copy: ciphertext only")
-    print(f"  var/spool/                    the unit's spool: empty once the server confirmed each file")
+    print("  var/spool/                    the unit's spool: empty once the server confirmed each file")
     print("  timeline.jsonl, daemon.log    the simulator's record and the daemon's journal")
     print("  teacher-computers/            the teacher's keys (passphrase-protected) and card")
     return 1 if problems or lesson is None or lab.spooled() else 0

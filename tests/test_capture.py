@@ -12,7 +12,7 @@ import pytest
 
 from capture.manifest import MANIFEST_FILE, open_manifest
 from uploader.durable import sha256_file
-from hwsim.invariants import check_all, device_intervals, led_intervals
+from hwsim.invariants import check_all, led_intervals
 from tests.media import (decode_segments, identity, looks_like_plaintext_media,
                          recording_dirs)
 

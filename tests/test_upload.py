@@ -8,9 +8,7 @@ import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import pytest
 
 from appliance.decrypt import check_segments
 from capture.manifest import MANIFEST_FILE, open_manifest
