@@ -18,6 +18,7 @@ setup(
         "av>=12",
         "numpy>=1.24",
         "requests>=2.31",
+        "tenacity>=8.2",
     ],
     extras_require={
         "pi": ["sounddevice>=0.4", "opencv-python-headless>=4.8"],
