@@ -103,8 +103,14 @@ async def serve(config: Config, hw: Hardware, client: UploadClient | None = None
                 synchronised_check(config.clock.synchronised), notices_error=notice_error)
     uploader = None
     if client is not None:
+        def upload_changed(status) -> None:
+            try:
+                loop.call_soon_threadsafe(unit.upload_changed, status)
+            except RuntimeError:
+                pass  # the loop has closed: the daemon is exiting
+
         uploader = Uploader(spool, client, config.upload.retry_max_s, config.upload.hold_s,
-                            on_change=lambda s: loop.call_soon_threadsafe(unit.upload_changed, s))
+                            on_change=upload_changed)
         uploader.start()
     link = PadLink(unit)
     server = await serve_socket(link, config.pad.socket, config.pad.socket_group)
@@ -143,8 +149,10 @@ async def serve(config: Config, hw: Hardware, client: UploadClient | None = None
         if uploader is not None:
             # A file cut off mid-send is resumed at the next start (P7); no need to wait long.
             await asyncio.to_thread(uploader.stop, 2.0)
-            client.close()
-        spool.close()
+        if uploader is None or not uploader.running:
+            if client is not None:
+                client.close()
+            spool.close()  # else the process exit ends the uploader's request; SQLite is safe
     return 0
 
 

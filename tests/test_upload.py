@@ -282,3 +282,19 @@ def test_discard_is_of_the_last_recording_made_and_says_what_already_reached_the
         assert lab.spooled() == [older]
     # The device cannot delete from the account (P6): what reached it stays for the teacher.
     assert len(server.stored(TEACHER)) == 3
+
+
+def test_sigterm_while_a_send_hangs_exits_promptly_and_the_file_goes_after_the_restart(lab):
+    with lab.account(read_timeout_s=30) as server:
+        with lab.daemon() as unit:
+            server.faults.set("stall", seconds=20)  # every request hangs, well inside the timeout
+            assert unit.lesson(TEACHER, seconds=1.2)["ok"]
+            time.sleep(0.5)
+            asked = time.monotonic()
+            assert unit.terminate() == 0
+            assert time.monotonic() - asked < 6  # not held up by the hung request
+        assert "Traceback" not in lab.journal()
+        server.faults.clear()
+        with lab.daemon() as unit:
+            unit.wait_uploaded(60)
+        delivered(lab, server)

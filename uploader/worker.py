@@ -76,6 +76,10 @@ class Uploader:
         self._wake.set()
         self._thread.join(timeout)
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
     def wake(self) -> None:
         """Something was queued: look at the spool now."""
         self._wake.set()
@@ -106,9 +110,6 @@ class Uploader:
                 except Refused as e:
                     self._hold(file, f"server refused a file: {e.reason}")
                     continue
-                except RetryLater:  # only when stopping cut the retries short
-                    self._spool.mark(file, FileState.SEALED)
-                    break
                 if self._spool.confirm(file, stored.sha256):
                     self._held.pop(file.seq, None)
                     self._working()
