@@ -8,7 +8,8 @@ Every call has a connect and a read timeout. Bodies are streamed from the file, 
 into memory, at most `bandwidth_bps` fast. A file larger than `chunk_bytes` is sent in ranges
 and resumes where the server says it got to. The outcome of a call is one of: `Stored`;
 `RetryLater` (the network, a timeout, 5xx, 429: try again, after `retry_after` if the server said);
-`Refused` (a 4xx that says the request itself is wrong: retrying it as it is will not help).
+`Refused` (a 4xx that says the request itself is wrong: retrying it as it is will not help);
+`Gone` (the file was deleted here meanwhile: the teacher discarded its recording).
 Retrying is the caller's business (`uploader.worker`), so this module makes exactly one attempt.
 """
 from __future__ import annotations
@@ -47,6 +48,10 @@ class RetryLater(UploadError):
 
 class Refused(UploadError):
     """The server says this request is wrong (a 4xx); sending it again unchanged will not help."""
+
+
+class Gone(UploadError):
+    """The file is no longer on the unit (the teacher discarded its recording)."""
 
 
 @dataclass(frozen=True)
@@ -141,7 +146,7 @@ class UploadClient:
                     response = self._session.request(method, url, data=body, headers=headers,
                                                      timeout=self._timeout, verify=self._verify)
         except FileNotFoundError:
-            raise Refused(f"{target.name} is no longer on the unit") from None
+            raise Gone(f"{target.name} is no longer on the unit") from None
         except requests.exceptions.SSLError as e:
             raise RetryLater(f"TLS: {_short(e)}") from None
         except requests.exceptions.Timeout:
@@ -150,6 +155,8 @@ class UploadClient:
             raise RetryLater(f"cannot reach the server: {_short(e)}") from None
         except requests.exceptions.RequestException as e:
             raise RetryLater(f"request failed: {_short(e)}") from None
+        except OSError as e:  # reading the file while sending it
+            raise RetryLater(f"cannot read {target.name if target else url}: {e}") from None
         self._progress()
         if response.status_code in (408, 429) or response.status_code >= 500:
             raise RetryLater(f"server answered {response.status_code} {response.reason}",

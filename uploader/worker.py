@@ -24,7 +24,7 @@ from typing import Callable
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_random_exponential
 
-from uploader.client import Refused, RetryLater, Stored, UploadClient, UploadTarget
+from uploader.client import Gone, Refused, RetryLater, Stored, UploadClient, UploadTarget
 from uploader.spool import Backlog, FileState, Spool, SpoolFile
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,10 @@ class Uploader:
                     break
                 except Refused as e:
                     self._hold(file, f"server refused a file: {e.reason}")
+                    continue
+                except Gone as e:
+                    if self._spool.knows(file.recording_id, file.name):  # not a discard
+                        self._hold(file, f"a sealed file cannot be read: {e.reason}")
                     continue
                 if self._spool.confirm(file, stored.sha256):
                     self._held.pop(file.seq, None)
