@@ -2,9 +2,14 @@
 
     recorder = Recorder(camera, microphone, recording_dir, recipient, settings,
                         on_sealed=spool_it)   # called with each SegmentEntry once it is sealed
-    recorder.start()                 # a thread; camera and microphone are already open
+    recorder.start()                 # two threads; camera and microphone are already open
     ...
     entries = recorder.stop()        # flushes the encoders and seals the last segment
+
+Two threads, as picamera2 splits a source from its encoder: one reads the camera and microphone
+and converts each frame for the encoder, the other encodes, segments and seals. PyAV lets go of
+Python's lock while it converts and while x264 encodes, so the two overlap (about a third more
+frames a second than one thread doing both; bench/capture_vs_ffmpeg.py).
 
 H.264 (libx264, one keyframe a second, no B-frames) and AAC are encoded with PyAV and muxed into
 MPEG-TS, which survives a power cut mid-file. The segmenter switches to a new segment on the first
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import shutil
 import threading
 from dataclasses import dataclass
@@ -35,6 +41,10 @@ from capture.sealing import Sealed, SealingSink
 from uploader.durable import atomic_write
 
 log = logging.getLogger(__name__)
+
+# Frames converted ahead of the encoder: enough to overlap the two threads, few enough that a
+# stop has little to flush (each 720p frame is 1.4 MB here).
+QUEUE_FRAMES = 4
 
 # Every segment's timestamps sit on one timeline that starts here. AAC's first (priming) packet
 # has a negative time, and a muxer shifts a file whose times go below zero; shifting only the
@@ -84,7 +94,7 @@ class DiskFull(CaptureError):
 
 
 class Recorder:
-    """Runs the capture chain on its own thread."""
+    """Runs the capture chain on its own threads."""
 
     def __init__(self, camera: Camera, microphone: Microphone, directory: Path, recipient: str,
                  settings: CaptureSettings,
@@ -95,12 +105,16 @@ class Recorder:
         self._settings = settings
         self._segmenter = Segmenter(directory, recipient, settings, free_bytes, on_sealed)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
+        self._frames: queue.Queue = queue.Queue(QUEUE_FRAMES)
+        self._encoder_done = threading.Event()
+        self._reader = threading.Thread(target=self._read, name="capture", daemon=True)
+        self._encoder = threading.Thread(target=self._encode, name="encode", daemon=True)
         self.error: CaptureError | None = None
         self.frames = 0
 
     def start(self) -> None:
-        self._thread.start()
+        self._encoder.start()
+        self._reader.start()
 
     @property
     def failed(self) -> bool:
@@ -109,23 +123,46 @@ class Recorder:
     def stop(self) -> list[SegmentEntry]:
         """Stop capturing, seal the last segment; returns every sealed segment in order."""
         self._stop.set()
-        self._thread.join()
+        self._reader.join()
+        self._encoder.join()
         return self._segmenter.sealed
 
-    def _run(self) -> None:
+    def _read(self) -> None:
+        """Camera and microphone -> frames ready for the encoder, until stopped or a device
+        fails; then an end marker carrying the device's error, if any."""
         s = self._settings
-        encoders = Encoders(s)
+        failure: CaptureError | None = None
         try:
+            while not self._stop.is_set() and not self._encoder_done.is_set():
+                image = self._camera.read(s.stall_timeout_s)
+                samples = self._microphone.read(samples_for_frame(s, self.frames),
+                                                s.stall_timeout_s)
+                self._put((picture(image, self.frames), samples))
+                self.frames += 1
+        except CaptureError as e:  # camera or microphone: what was captured is still sealed
+            failure = e
+        except Exception as e:  # a frame that cannot be converted fails like the camera
+            log.exception("capture failed")
+            failure = CaptureError(f"camera frame: {e}")
+        self._put(_End(failure))
+
+    def _put(self, item: "tuple | _End") -> None:
+        # Never blocks for good: if the encoder has died there is no one to take it.
+        while not self._encoder_done.is_set():
             try:
-                while not self._stop.is_set():
-                    image = self._camera.read(s.stall_timeout_s)
-                    samples = self._microphone.read(encoders.samples_for_frame(self.frames),
-                                                    s.stall_timeout_s)
-                    for packet, video in encoders.encode(image, samples, self.frames):
-                        self._segmenter.route(packet, video)
-                    self.frames += 1
-            except CaptureError as e:  # camera or microphone: seal what was captured
-                self.error = e
+                self._frames.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _encode(self) -> None:
+        """Frames -> encoders -> segmenter -> sealed segments, until the end marker."""
+        try:
+            encoders = Encoders(self._settings)
+            while not isinstance(item := self._frames.get(), _End):
+                for packet, video in encoders.encode(*item):
+                    self._segmenter.route(packet, video)
+            self.error = item.failure
             for packet, video in encoders.flush():
                 self._segmenter.route(packet, video)
             self._segmenter.close()
@@ -136,6 +173,28 @@ class Recorder:
             log.exception("capture failed")
             self.error = self.error or CaptureError(f"encoder: {e}")
             self._segmenter.abort()
+        finally:
+            self._encoder_done.set()
+
+
+@dataclass(frozen=True)
+class _End:
+    """The reader has stopped; `failure` is the device error that stopped it, if any."""
+
+    failure: CaptureError | None
+
+
+def picture(image: np.ndarray, n: int) -> av.VideoFrame:
+    """Frame `n` (BGR) as the encoder takes it: YUV 4:2:0, timed in frames."""
+    frame = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format="yuv420p")
+    frame.pts = n
+    return frame
+
+
+def samples_for_frame(s: CaptureSettings, n: int) -> int:
+    """Audio samples that belong with video frame `n` (exact over any number of frames)."""
+    r, f = s.audio_rate, s.fps
+    return (n + 1) * r // f - n * r // f
 
 
 class Encoders:
@@ -161,16 +220,8 @@ class Encoders:
         self._fifo = av.AudioFifo()
         self._samples_in = 0
 
-    def samples_for_frame(self, n: int) -> int:
-        """Audio samples that belong with video frame `n` (exact over any number of frames)."""
-        r, f = self._s.audio_rate, self._s.fps
-        return (n + 1) * r // f - n * r // f
-
-    def encode(self, image: np.ndarray, samples: np.ndarray,
-               n: int) -> list[tuple[av.Packet, bool]]:
-        """Encode frame `n` and its samples; returns (packet, is_video) pairs."""
-        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-        frame.pts = n
+    def encode(self, frame: av.VideoFrame, samples: np.ndarray) -> list[tuple[av.Packet, bool]]:
+        """Encode a `picture()` and its samples; returns (packet, is_video) pairs."""
         packets = [(p, True) for p in self.video.encode(frame)]
         chunk = av.AudioFrame.from_ndarray(samples.reshape(1, -1).astype(np.float32),
                                            format="fltp", layout="mono")
