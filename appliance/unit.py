@@ -145,7 +145,8 @@ class Unit:
             self._set_state(State.IDLE)
             self._set_fault("speaker", self._notices_error or "notice unavailable")
             return Result(False, "cannot speak the notice")
-        room = await asyncio.to_thread(self.room)
+        # No await between accepting the token and STARTING: a press in between would be lost.
+        room = self.room()  # cheap: one journal query and a statvfs
         if room < START_ROOM_FACTOR * self.config.capture.min_free_mb * MB:
             return await self._refuse_full(room)
         self._stop_requested.clear()
@@ -274,7 +275,7 @@ class Unit:
 
     async def _discard(self, token: StartToken) -> Result:
         """Discard the last recording made on this unit, if the token's teacher made it."""
-        made, latest = await asyncio.to_thread(self._spool.newest)
+        made, latest = self._spool.newest()  # no await before leaving ARMED (see present)
         self._set_state(State.IDLE)
         if made and latest is None:
             # All of it is in the account already; the device cannot delete there (P6).
