@@ -169,3 +169,18 @@ def test_discard_overwrites_and_removes_everything_and_reports_what_was_uploaded
     assert spool.discard(rec.recording_id) == 1
     assert not rec.path.exists() and spool.files() == []
     assert list(spool.directory.glob(".discard-*")) == []
+
+
+def test_a_removal_cut_off_after_its_rename_is_finished_and_nothing_of_it_is_sent(spool, identity,
+                                                                                  tmp_path):
+    rec = spool.new_recording("t-evans", str(identity.to_public()))
+    spool.add(rec, segment_file(1), seal(rec, 1, b"never to be sent"))
+    # The power goes just after a discard's rename, before the journal forgot the recording.
+    rec.path.rename(spool.directory / f".discard-{rec.recording_id}")
+    spool.close()
+    after = Spool(tmp_path / "spool")
+    after.recover()
+    after.reconcile()
+    assert after.next_sealed() is None and after.files() == [] and after.recordings() == []
+    assert [p.name for p in after.directory.iterdir() if not p.name.startswith("journal")] == []
+    after.close()

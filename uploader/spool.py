@@ -172,23 +172,12 @@ class Spool:
             uploaded = self._db.execute(
                 "SELECT COUNT(*) FROM files WHERE recording_id = ? AND state IN (?, ?)",
                 (recording_id, FileState.CONFIRMED, FileState.PURGED)).fetchone()[0]
-            path = self.directory / recording_id
-            doomed = self.directory / f".discard-{recording_id}"
-            os.rename(path, doomed)  # from here on nothing will upload it
-            fsync_dir(self.directory)
-            self._db.execute("DELETE FROM files WHERE recording_id = ?", (recording_id,))
-        _shred(doomed)
-        fsync_dir(self.directory)
+        self._remove(recording_id)
         return uploaded
 
     def forget(self, recording_id: str) -> None:
         """Remove a recording that holds nothing worth keeping (it never sealed a segment)."""
-        with self._lock:
-            self._db.execute("DELETE FROM files WHERE recording_id = ?", (recording_id,))
-        _shred(self.directory / recording_id)
-        fsync_dir(self.directory)
-
-    # -- the files' upload states -------------------------------------------------------------
+        self._remove(recording_id)
 
     def listen(self, listener: Callable[[], None]) -> None:
         """Call `listener()` (on the adding thread) whenever a file is queued."""
@@ -326,15 +315,22 @@ class Spool:
             waiting = self._db.execute(
                 "SELECT COUNT(*) FROM files WHERE recording_id = ? AND state != ?",
                 (recording_id, FileState.PURGED)).fetchone()[0]
-            if waiting:
-                return
-            path = self.directory / recording_id
+        if not waiting:
+            self._remove(recording_id)
+
+    def _remove(self, recording_id: str) -> None:
+        """Take a recording out of the spool. The rename is the moment it is gone: after it
+        nothing uploads it and a crash leaves only a `.discard-` directory for `recover()` to
+        finish; the journal's records go after it, so a crash in between cannot queue it again."""
+        path = self.directory / recording_id
+        doomed = self.directory / f".discard-{recording_id}"
+        with self._lock:
             if path.exists():
-                done = self.directory / f".discard-{recording_id}"
-                os.rename(path, done)
+                os.rename(path, doomed)
                 fsync_dir(self.directory)
-                _shred(done)
             self._db.execute("DELETE FROM files WHERE recording_id = ?", (recording_id,))
+        _shred(doomed)
+        fsync_dir(self.directory)
 
     def _file(self, row: tuple) -> SpoolFile:
         seq, recording_id, teacher_id, name, size, sha256, state = row
