@@ -35,6 +35,14 @@ def test_documented_default_is_valid_and_matches_the_built_in_defaults(tmp_path)
     (lambda c: c["device"].update(roster_dir="/nonexistent/teachers.d"),
      "device: roster_dir /nonexistent/teachers.d is not a directory"),
     (lambda c: c["recording"].update(max_minutes=-1), "recording.max_minutes: Input should be greater than 0"),
+    (lambda c: c["upload"].update(url="https://account.example"),
+     "upload: client_cert and client_key are required for https (the unit authenticates with its "
+     "own key)"),
+    (lambda c: c["upload"].update(url="https://account.example", client_cert="/nonexistent.pem",
+                                  client_key="/nonexistent.key"),
+     "upload: client_cert /nonexistent.pem is not a file"),
+    (lambda c: c["upload"].update(chunk_mb=0), "upload.chunk_mb: Input should be greater than 0"),
+    (lambda c: c["spool"].update(quota_mb="lots"), "spool.quota_mb: Input should be a valid number"),
 ])
 def test_bad_config_names_the_key_and_the_reason(tmp_path, change, message):
     raw = _default(tmp_path)
