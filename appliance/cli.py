@@ -8,9 +8,11 @@ For pads and tests:    classcam token mint
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
+from typing import Iterator
 
 from appliance import __version__
 from appliance.config import DEFAULT_PATH, Config, ConfigError, load
@@ -209,21 +211,20 @@ def _decrypt(args) -> int:
     return 0
 
 
-def _account(args):
+@contextlib.contextmanager
+def _account(args) -> Iterator:
+    """The teacher's account; an `AccountError` becomes the command's one-line error."""
     from appliance.account import Account, AccountError
     try:
-        return Account(args.url, args.teacher_id, args.cert, args.key, args.ca)
+        with Account(args.url, args.teacher_id, args.cert, args.key, args.ca) as account:
+            yield account
     except AccountError as e:
         raise UsageError(e.reason) from None
 
 
 def _account_ls(args) -> int:
-    from appliance.account import AccountError
     with _account(args) as account:
-        try:
-            recordings = account.recordings()
-        except AccountError as e:
-            raise UsageError(e.reason) from None
+        recordings = account.recordings()
     for r in recordings:
         names = [f["name"] for f in r["files"]]
         size = sum(f["size"] for f in r["files"])
@@ -233,24 +234,16 @@ def _account_ls(args) -> int:
 
 
 def _account_get(args) -> int:
-    from appliance.account import AccountError
     into = args.output or Path(args.recording_id)
     with _account(args) as account:
-        try:
-            paths = account.download(args.recording_id, into)
-        except AccountError as e:
-            raise UsageError(e.reason) from None
+        paths = account.download(args.recording_id, into)
     print(f"{into}: {len(paths)} file(s), each checked against the account's SHA-256")
     return 0
 
 
 def _account_rm(args) -> int:
-    from appliance.account import AccountError
     with _account(args) as account:
-        try:
-            account.delete(args.recording_id)
-        except AccountError as e:
-            raise UsageError(e.reason) from None
+        account.delete(args.recording_id)
     print(f"deleted {args.recording_id}")
     return 0
 
