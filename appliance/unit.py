@@ -220,7 +220,9 @@ class Unit:
                 pass
             await asyncio.to_thread(self._guard.check)  # LedFault stops the recording
             if recorder.error is not None:
-                raise recorder.error
+                # A new exception: raising the recorder's own would tie this frame's traceback
+                # (and so the recorder and its encoders) to it until the cycle collector runs.
+                raise CaptureError(str(recorder.error))
             if time.monotonic() >= deadline:
                 self._hw.trace("stop_requested", why="maximum length")
                 self._ended_by = "maximum length"

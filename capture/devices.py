@@ -3,7 +3,21 @@
 through `led_indicator.guard.CaptureGuard`, so the recording LED follows the devices (P2)."""
 from __future__ import annotations
 
+from typing import TypeVar
+
+E = TypeVar("E", bound=BaseException)
+
 
 class CaptureError(Exception):
     """A camera, microphone, encoder or segment write failed; the recording stops and the LED
     shows a fault."""
+
+
+def without_frames(error: E) -> E:
+    """`error` as a reason to keep: its type and message, without its traceback or the
+    exceptions it was chained to. A kept traceback holds the failed thread's frames, and with
+    them its locals (a recorder, live encoders and their threads) until the cycle collector
+    happens to run."""
+    error.__traceback__ = None
+    error.__cause__ = error.__context__ = None
+    return error

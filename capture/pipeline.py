@@ -35,7 +35,7 @@ from typing import Callable, Protocol
 import av
 import numpy as np
 
-from capture.devices import CaptureError
+from capture.devices import CaptureError, without_frames
 from capture.manifest import SegmentEntry, sidecar_file
 from capture.sealing import Sealed, SealingSink
 from uploader.durable import atomic_write
@@ -109,7 +109,8 @@ class Recorder:
         self._encoder_done = threading.Event()
         self._reader = threading.Thread(target=self._read, name="capture", daemon=True)
         self._encoder = threading.Thread(target=self._encode, name="encode", daemon=True)
-        self.error: CaptureError | None = None
+        self._error_lock = threading.Lock()
+        self.error: CaptureError | None = None  # the first failure: its reason, not its frames
         self.frames = 0
 
     def start(self) -> None:
@@ -140,7 +141,7 @@ class Recorder:
                 self._put((picture(image, self.frames), samples))
                 self.frames += 1
         except CaptureError as e:  # camera or microphone: what was captured is still sealed
-            failure = e
+            failure = without_frames(e)
         except Exception as e:  # a frame that cannot be converted fails like the camera
             log.exception("capture failed")
             failure = CaptureError(f"camera frame: {e}")
@@ -155,6 +156,13 @@ class Recorder:
             except queue.Full:
                 continue
 
+    def _fail(self, error: CaptureError) -> None:
+        """Keep the first failure's reason (only: its frames would keep this recorder, its
+        encoders and their threads alive)."""
+        with self._error_lock:
+            if self.error is None:
+                self.error = without_frames(error)
+
     def _encode(self) -> None:
         """Frames -> encoders -> segmenter -> sealed segments, until the end marker."""
         try:
@@ -162,16 +170,17 @@ class Recorder:
             while not isinstance(item := self._frames.get(), _End):
                 for packet, video in encoders.encode(*item):
                     self._segmenter.route(packet, video)
-            self.error = item.failure
+            if item.failure is not None:
+                self._fail(item.failure)
             for packet, video in encoders.flush():
                 self._segmenter.route(packet, video)
             self._segmenter.close()
         except CaptureError as e:  # the sink or the disk: that segment is lost, not others
-            self.error = self.error or e
+            self._fail(e)
             self._segmenter.abort()
         except Exception as e:  # an encoder error is a capture error too, never a silent stop
             log.exception("capture failed")
-            self.error = self.error or CaptureError(f"encoder: {e}")
+            self._fail(CaptureError(f"encoder: {e}"))
             self._segmenter.abort()
         finally:
             self._encoder_done.set()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pyrage
 
-from capture.devices import CaptureError
+from capture.devices import CaptureError, without_frames
 from capture.manifest import segment_file
 from uploader.durable import fsync_dir
 
@@ -101,7 +101,7 @@ class SealingSink:
             self._out.flush()
             os.fsync(self._out.fileno())
         except BaseException as e:  # kept and re-raised in the capture thread by seal()/write()
-            self._error = e
+            self._error = without_frames(e)
         finally:
             self._reader.close()  # a writer still writing now gets EPIPE instead of blocking
             self._out.close()

@@ -1,0 +1,232 @@
+"""Faults inside the capture chain: a short write to the encryptor, a muxer that fails to close, a
+device read that never returns, and a quota stop. None may leave a gap that is sealed, leak a
+thread, a descriptor or a partial file, wedge a stop, or keep a recording's encoders alive."""
+from __future__ import annotations
+
+import concurrent.futures
+import errno
+import gc
+import os
+import sys
+import threading
+import time
+import types
+import weakref
+from pathlib import Path
+
+import av
+import numpy as np
+import pyrage
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from capture import pipeline
+from capture.devices import CaptureError
+from capture.opencv import OpenCvCamera
+from capture.pi import PiCamera, SoundDeviceMicrophone
+from capture.pipeline import CaptureSettings, DiskFull, Recorder
+from capture.sealing import SealingSink
+from hwsim.capture import background, draw_frame
+from led_indicator.guard import CaptureGuard, StillOpen
+from led_indicator.lights import RecordingLed
+from tests.media import decode_segments
+
+# Small frames, ten a second, a segment a second: a few segments take a fraction of a second.
+SETTINGS = CaptureSettings(width=320, height=240, fps=10, segment_seconds=1, min_free_mb=1,
+                           stall_timeout_s=0.2)
+MB = 1024 * 1024
+
+
+@pytest.fixture
+def identity() -> pyrage.x25519.Identity:
+    return pyrage.x25519.Identity.generate()
+
+
+@pytest.fixture
+def recipient(identity) -> str:
+    return str(identity.to_public())
+
+
+class FakeCamera:
+    """Numbered frames as fast as they are taken; after `hang_after` frames a read blocks until
+    `release` is set, ignoring its timeout (a driver that wedges)."""
+
+    name = "camera"
+
+    def __init__(self, hang_after: int | None = None):
+        self.hang_after = hang_after
+        self.frames = 0
+        self.hanging = threading.Event()
+        self.release = threading.Event()
+        self._background = background(SETTINGS.width, SETTINGS.height)
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def read(self, timeout: float) -> np.ndarray:
+        if self.hang_after is not None and self.frames >= self.hang_after:
+            self.hanging.set()
+            self.release.wait()
+            raise CaptureError("camera: released")
+        image = draw_frame(self._background, self.frames, SETTINGS.fps)
+        self.frames += 1
+        return image
+
+
+class FakeMicrophone:
+    name = "microphone"
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def read(self, samples: int, timeout: float) -> np.ndarray:
+        return np.zeros(samples, np.float32)
+
+
+def wait_for(condition, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def stop_within(recorder: Recorder, seconds: float) -> float:
+    """Stop `recorder` on a helper thread; fail (rather than hang) if it takes over `seconds`."""
+    started = time.monotonic()
+    stopper = threading.Thread(target=recorder.stop, daemon=True)
+    stopper.start()
+    stopper.join(seconds)
+    assert not stopper.is_alive(), f"Recorder.stop() did not return within {seconds} s"
+    return time.monotonic() - started
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def os_threads() -> int:
+    """Every thread of this process, the encoders' own (x264's) included."""
+    return len(os.listdir("/proc/self/task"))
+
+
+def seal_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("seal-")]
+
+
+# -- item 16: a quota stop lets go of the recording ---------------------------------------------
+
+
+def test_quota_stops_free_the_recorder_its_encoders_and_their_threads_without_the_collector(
+        tmp_path, recipient, monkeypatch):
+    made: list[weakref.ref] = []
+
+    class TrackedEncoders(pipeline.Encoders):
+        def __init__(self, settings):
+            super().__init__(settings)
+            made.append(weakref.ref(self))
+
+    monkeypatch.setattr(pipeline, "Encoders", TrackedEncoders)
+    gc.collect()
+    threads_before, python_threads_before = os_threads(), threading.active_count()
+    gc.disable()
+    try:
+        for n in range(4):
+            directory = tmp_path / f"rec{n}"
+            directory.mkdir()
+            quota = iter([1 << 40])  # room for the first segment, then the quota is spent
+            recorder = Recorder(FakeCamera(), FakeMicrophone(), directory, recipient, SETTINGS,
+                                free_bytes=lambda p: next(quota, 0))
+            recorder.start()
+            wait_for(lambda: recorder.failed, what="the quota stop")
+            assert [e.index for e in recorder.stop()] == [1]
+            assert isinstance(recorder.error, DiskFull)
+            assert recorder.error.__traceback__ is None
+            gone = weakref.ref(recorder)
+            del recorder
+            assert gone() is None, "the stopped recorder is still referenced"
+            assert [ref() for ref in made] == [None] * (n + 1), "encoders still alive"
+        wait_for(lambda: os_threads() <= threads_before, timeout=5,
+                 what=f"threads back to {threads_before} (now {os_threads()})")
+        assert threading.active_count() <= python_threads_before
+    finally:
+        gc.enable()
+
+
+def test_a_recording_stopped_for_lack_of_room_lets_go_of_its_recorder_in_the_unit(
+        lab_template, monkeypatch):
+    import asyncio
+    import tempfile
+
+    from appliance import unit as unit_module
+    from appliance.config import parse
+    from appliance.keys import load_signing_key
+    from appliance.notice import Notices, Sound
+    from appliance.roster import Roster, TeacherCard
+    from appliance.token import mint
+    from appliance.unit import State, Unit
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from hwsim.factory import make_sim_hardware
+    from hwsim.lab import DEVICE_ID, PASSPHRASE
+    from uploader.spool import Spool
+
+    recorders: list[weakref.ref] = []
+
+    class TrackedRecorder(Recorder):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            recorders.append(weakref.ref(self))
+
+    monkeypatch.setattr(unit_module, "Recorder", TrackedRecorder)
+    files = lab_template.key_files("t-evans")
+    key = load_signing_key(files.signing_key, PASSPHRASE)
+    card = TeacherCard.parse(files.card.read_bytes())
+
+    async def until(condition) -> None:
+        for _ in range(1000):
+            if condition():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("timed out")
+
+    async def quota_stop(root: Path) -> str | None:
+        config = parse({
+            "device": {"id": DEVICE_ID, "roster_dir": str(lab_template.roster_dir),
+                       "state_dir": str(root / "var")},
+            "capture": {"width": 160, "height": 120, "segment_seconds": 1,
+                        "x264_preset": "ultrafast", "min_free_mb": 1},
+            "clock": {"synchronised": "yes"},
+            "sim": {"realtime": False, "speed": 100.0}})
+        hw = make_sim_hardware(config)
+        beep = Sound("notice", b"\0\0" * 800, 16000)
+        spool = Spool(root / "var" / "spool")
+        unit = Unit(config, Roster(config.device.roster_dir), spool, hw,
+                    Notices(beep, beep, beep, beep), Ed25519PrivateKey.generate(), lambda: True)
+        try:
+            await unit.press()
+            token = mint(key, "t-evans", DEVICE_ID, unit.challenge, card.recipient)
+            assert (await unit.present(token)).ok
+            await until(lambda: unit.state is State.RECORDING)
+            hw.parts.faults.set("disk_full")
+            await until(lambda: unit.state is State.IDLE)
+            return unit.fault
+        finally:
+            await unit.shutdown()
+            spool.close()
+            hw.close()
+
+    gc.collect()
+    gc.disable()
+    try:
+        with tempfile.TemporaryDirectory(prefix="cc-") as root:
+            assert asyncio.run(quota_stop(Path(root))) == "capture"
+        assert len(recorders) == 1
+        assert recorders[0]() is None, "the unit's stopped recorder is still referenced"
+    finally:
+        gc.enable()
