@@ -288,6 +288,7 @@ class Segmenter:
             self._seal()
 
     def abort(self) -> None:
+        """Give up the current segment: its partial ciphertext is deleted."""
         if self._current is not None:
             self._current.sink_abort()
             self._current = None
@@ -306,13 +307,22 @@ class Segmenter:
         self._waiting_audio.clear()
 
     def _seal(self) -> None:
-        segment, self._current = self._current, None
+        # The segment stays current until it has its name: if finishing it fails, abort()
+        # still ends its encryptor thread and pipe and deletes its partial ciphertext.
+        segment = self._current
         entry = segment.finish()
+        sidecar = self._directory / sidecar_file(entry.index)
         # The entry is durable before the segment takes its name, so every sealed segment is in
         # the manifest, even once it has been uploaded and purged from the spool.
-        atomic_write(self._directory / sidecar_file(entry.index),
-                     json.dumps(entry.to_json()).encode(), mode=0o600)
-        segment.commit()
+        atomic_write(sidecar, json.dumps(entry.to_json()).encode(), mode=0o600)
+        try:
+            segment.commit()
+        except BaseException:
+            # Not sealed, so not listed: the manifest must list exactly what was sealed.
+            (self._directory / entry.file).unlink(missing_ok=True)
+            sidecar.unlink(missing_ok=True)
+            raise
+        self._current = None
         self.sealed.append(entry)
         self._on_sealed(entry)
 

@@ -13,6 +13,7 @@ its record) or absent. A partial file holds only ciphertext and is deleted on re
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
@@ -62,10 +63,19 @@ class SealingSink:
         self._thread.start()
 
     def write(self, data: bytes) -> int:
-        """Take plaintext; raises CaptureError if the encryptor has failed (e.g. disk full)."""
+        """Take all of `data` as plaintext, or raise CaptureError (the encryptor has failed,
+        e.g. disk full, or the pipe took nothing). Never a short count: a gap here would be
+        sealed, hashed and signed as if it were the recording."""
+        view = memoryview(data).cast("B")
         try:
-            self._writer.write(data)
-        except (BrokenPipeError, OSError, ValueError) as e:
+            while view:
+                # The raw pipe may take part of a write (a signal, a full pipe); the rest goes next.
+                taken = self._writer.write(view)
+                if not taken:
+                    raise OSError(errno.EIO, f"the encryptor's pipe took none of {len(view)} "
+                                             "bytes")
+                view = view[taken:]
+        except (OSError, ValueError) as e:
             raise CaptureError(f"segment {self.final.name}: {self._error or e}") from e
         return len(data)
 

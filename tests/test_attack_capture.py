@@ -120,6 +120,112 @@ def seal_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("seal-")]
 
 
+# -- item 12: the pipe to the encryptor -------------------------------------------------------
+
+
+class _Stingy:
+    """The sink's pipe end, taking at most `most` bytes a write, and none once `budget` bytes
+    have gone (a pipe that takes nothing more)."""
+
+    def __init__(self, raw, most: int, budget: int | None = None):
+        self._raw, self._most, self._budget = raw, most, budget
+
+    def write(self, data) -> int:
+        most = self._most if self._budget is None else min(self._most, self._budget)
+        if most <= 0:
+            return 0
+        taken = self._raw.write(bytes(memoryview(data)[:most]))
+        if self._budget is not None:
+            self._budget -= taken
+        return taken
+
+    def __getattr__(self, name):
+        return getattr(self._raw, name)
+
+
+def test_a_short_write_to_the_encryptor_is_finished_not_sealed_as_a_gap(tmp_path, identity,
+                                                                        recipient):
+    sink = SealingSink(tmp_path, 1, recipient)
+    sink._writer = _Stingy(sink._writer, most=4096)  # the fd write: short counts only
+    plaintext = os.urandom(200_000)
+    assert sink.write(plaintext[:150_000]) == 150_000
+    assert sink.write(plaintext[150_000:]) == 50_000
+    sealed = sink.finish()
+    sink.commit()
+    ciphertext = sealed.path.read_bytes()
+    assert pyrage.decrypt(ciphertext, [identity]) == plaintext
+    assert sealed.size == len(ciphertext)
+
+
+def test_a_pipe_that_takes_nothing_stops_the_recording_and_that_segment_is_not_sealed(
+        tmp_path, identity, recipient, monkeypatch):
+    class SecondSinkStalls(SealingSink):
+        made = 0
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            SecondSinkStalls.made += 1
+            if SecondSinkStalls.made == 2:  # segment 2 takes 3000 bytes, a short write, then none
+                self._writer = _Stingy(self._writer, most=1000, budget=3000)
+
+    monkeypatch.setattr(pipeline, "SealingSink", SecondSinkStalls)
+    entries = []
+    recorder = Recorder(FakeCamera(), FakeMicrophone(), tmp_path, recipient, SETTINGS,
+                        free_bytes=lambda p: 1 << 40, on_sealed=entries.append)
+    recorder.start()
+    wait_for(lambda: recorder.failed, what="the recorder to fail")
+    sealed = recorder.stop()
+    assert "took none" in str(recorder.error)
+    # Segment 1 is whole; segment 2, which has a gap, was neither sealed, listed nor reported.
+    assert [e.file for e in sealed] == [e.file for e in entries] == ["seg-000001.ts.age"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seg-000001.json", "seg-000001.ts.age"]
+    assert decode_segments(tmp_path, identity).counters == list(range(SETTINGS.fps))
+
+
+def test_a_muxer_that_fails_to_close_leaks_no_descriptor_thread_or_partial_file(
+        tmp_path, recipient, monkeypatch):
+    (tmp_path / "warm").mkdir()
+    warm = Recorder(FakeCamera(), FakeMicrophone(), tmp_path / "warm", recipient, SETTINGS,
+                    free_bytes=lambda p: 1 << 40)
+    warm.start()
+    wait_for(lambda: warm.frames > 5)
+    warm.stop()
+    assert warm.error is None
+    fds = open_fds()
+
+    real_open = av.open
+    closes = []
+
+    class TrailerFails:
+        """A muxer whose second segment's trailer cannot be written."""
+
+        def __init__(self, container):
+            self._container = container
+
+        def close(self):
+            self._container.close()
+            closes.append(1)
+            if len(closes) == 2:
+                raise OSError(errno.EIO, "trailer write failed")
+
+        def __getattr__(self, name):
+            return getattr(self._container, name)
+
+    monkeypatch.setattr(av, "open", lambda *a, **k: TrailerFails(real_open(*a, **k)))
+    directory = tmp_path / "rec"
+    directory.mkdir()
+    recorder = Recorder(FakeCamera(), FakeMicrophone(), directory, recipient, SETTINGS,
+                        free_bytes=lambda p: 1 << 40)
+    recorder.start()
+    wait_for(lambda: recorder.failed, what="the recorder to fail")
+    sealed = recorder.stop()
+    assert "trailer write failed" in str(recorder.error)
+    assert [e.file for e in sealed] == ["seg-000001.ts.age"]
+    assert sorted(p.name for p in directory.iterdir()) == ["seg-000001.json", "seg-000001.ts.age"]
+    assert seal_threads() == []
+    assert open_fds() == fds
+
+
 # -- item 16: a quota stop lets go of the recording ---------------------------------------------
 
 
