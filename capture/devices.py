@@ -1,6 +1,10 @@
 """Errors of capture devices. A camera or microphone is anything with `name`, `open()`,
 `close()` and `read()` (see `capture.pipeline.Camera` and `Microphone`); every open and close goes
-through `led_indicator.guard.CaptureGuard`, so the recording LED follows the devices (P2)."""
+through `led_indicator.guard.CaptureGuard`, so the recording LED follows the devices (P2).
+
+A device's `read(..., timeout)` returns or raises `CaptureError` within `timeout`, whatever the
+hardware does. A device whose read has still not returned refuses to `close()` (`CaptureError`):
+it may still be capturing, so the guard keeps the recording LED lit."""
 from __future__ import annotations
 
 from typing import TypeVar

@@ -18,7 +18,9 @@ outputs: every packet goes to exactly one segment, and timestamps run on across 
 segment is written only through a `SealingSink`, so plaintext never reaches a disk (P4).
 
 An error of the camera, microphone or disk stops the recording; what was captured before it is
-sealed (or, for a failed segment write, that one segment is deleted) and `error` says why.
+sealed (or, for a failed segment write, that one segment is deleted) and `error` says why. A stop
+returns in bounded time even if a device read or the disk never returns; `error` then says which
+part did not stop.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import logging
 import queue
 import shutil
 import threading
+import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -50,6 +53,10 @@ QUEUE_FRAMES = 4
 # has a negative time, and a muxer shifts a file whose times go below zero; shifting only the
 # first segment would break the join between it and the second (DESIGN: "timestamps continuous").
 TIMELINE_START = Fraction(1)
+
+# A device read returns within `stall_timeout_s`, so a reader still busy this long after two
+# reads' worth of that (camera, then microphone) is stuck in a device that ignores its timeout.
+READ_GRACE_S = 1.0
 
 
 class Camera(Protocol):
@@ -87,6 +94,8 @@ class CaptureSettings:
     x264_preset: str = "veryfast"
     min_free_mb: float = 200
     stall_timeout_s: float = 2.0
+    # The longest a stop waits for the encoder to flush and seal the last segment.
+    seal_timeout_s: float = 15.0
 
 
 class DiskFull(CaptureError):
@@ -110,6 +119,7 @@ class Recorder:
         self._reader = threading.Thread(target=self._read, name="capture", daemon=True)
         self._encoder = threading.Thread(target=self._encode, name="encode", daemon=True)
         self._error_lock = threading.Lock()
+        self._reading = "camera"  # the device the reader is waiting for, named if it hangs
         self.error: CaptureError | None = None  # the first failure: its reason, not its frames
         self.frames = 0
 
@@ -122,11 +132,28 @@ class Recorder:
         return self.error is not None
 
     def stop(self) -> list[SegmentEntry]:
-        """Stop capturing, seal the last segment; returns every sealed segment in order."""
+        """Stop capturing, seal the last segment; returns every sealed segment in order.
+
+        Returns within about `2 * stall_timeout_s + READ_GRACE_S + seal_timeout_s`, whatever the
+        devices and the disk do. A thread that has not stopped by then is left behind and
+        `error` says so: a device whose read never returned may still be open, and a segment
+        not sealed by then is never sealed (it would be missing from the manifest)."""
         self._stop.set()
-        self._reader.join()
-        self._encoder.join()
-        return self._segmenter.sealed
+        s = self._settings
+        waited = 2 * s.stall_timeout_s + READ_GRACE_S
+        self._reader.join(waited)
+        if self._reader.is_alive():
+            stuck = CaptureError(f"{self._reading}: a read did not return within {waited:g} s; "
+                                 "capture did not stop")
+            # The encoder seals what it has without waiting for the reader.
+            self._put(_End(stuck), patience=s.seal_timeout_s)
+            self._fail(stuck)
+        self._encoder.join(s.seal_timeout_s)
+        sealing_ended = self._segmenter.abandon()
+        if self._encoder.is_alive() or not sealing_ended:
+            self._fail(CaptureError(f"encoder: the last segment was not sealed within "
+                                    f"{s.seal_timeout_s:g} s; capture did not stop"))
+        return list(self._segmenter.sealed)
 
     def _read(self) -> None:
         """Camera and microphone -> frames ready for the encoder, until stopped or a device
@@ -135,7 +162,9 @@ class Recorder:
         failure: CaptureError | None = None
         try:
             while not self._stop.is_set() and not self._encoder_done.is_set():
+                self._reading = self._camera.name
                 image = self._camera.read(s.stall_timeout_s)
+                self._reading = self._microphone.name
                 samples = self._microphone.read(samples_for_frame(s, self.frames),
                                                 s.stall_timeout_s)
                 self._put((picture(image, self.frames), samples))
@@ -147,9 +176,12 @@ class Recorder:
             failure = CaptureError(f"camera frame: {e}")
         self._put(_End(failure))
 
-    def _put(self, item: "tuple | _End") -> None:
+    def _put(self, item: "tuple | _End", patience: float | None = None) -> None:
         # Never blocks for good: if the encoder has died there is no one to take it.
+        deadline = None if patience is None else time.monotonic() + patience
         while not self._encoder_done.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                return
             try:
                 self._frames.put(item, timeout=0.1)
                 return
@@ -267,6 +299,8 @@ class Segmenter:
         self._segment_frames = s.segment_seconds * s.fps
         self._current: _Segment | None = None
         self._waiting_audio: list[av.Packet] = []
+        self._sealing = threading.Lock()  # held from a segment's entry to its report
+        self._abandoned = False
         self.sealed: list[SegmentEntry] = []
 
     def route(self, packet: av.Packet, video: bool) -> None:
@@ -293,6 +327,16 @@ class Segmenter:
             self._current.sink_abort()
             self._current = None
 
+    def abandon(self, patience: float = 1.0) -> bool:
+        """From now on seal nothing more (for a stop that has stopped waiting: a segment sealed
+        after it would be missing from the manifest). False if a segment is being sealed and
+        its disk did not finish within `patience`."""
+        if not self._sealing.acquire(timeout=patience):
+            return False
+        self._abandoned = True
+        self._sealing.release()
+        return True
+
     def _rotate(self, first_frame: int) -> None:
         if self._current is not None:
             self._seal()
@@ -312,19 +356,23 @@ class Segmenter:
         segment = self._current
         entry = segment.finish()
         sidecar = self._directory / sidecar_file(entry.index)
-        # The entry is durable before the segment takes its name, so every sealed segment is in
-        # the manifest, even once it has been uploaded and purged from the spool.
-        atomic_write(sidecar, json.dumps(entry.to_json()).encode(), mode=0o600)
-        try:
-            segment.commit()
-        except BaseException:
-            # Not sealed, so not listed: the manifest must list exactly what was sealed.
-            (self._directory / entry.file).unlink(missing_ok=True)
-            sidecar.unlink(missing_ok=True)
-            raise
-        self._current = None
-        self.sealed.append(entry)
-        self._on_sealed(entry)
+        with self._sealing:
+            if self._abandoned:
+                raise CaptureError(f"segment {entry.index}: the recording was stopped before "
+                                   "it was sealed")
+            # The entry is durable before the segment takes its name, so every sealed segment
+            # is in the manifest, even once it has been uploaded and purged from the spool.
+            atomic_write(sidecar, json.dumps(entry.to_json()).encode(), mode=0o600)
+            try:
+                segment.commit()
+            except BaseException:
+                # Not sealed, so not listed: the manifest must list exactly what was sealed.
+                (self._directory / entry.file).unlink(missing_ok=True)
+                sidecar.unlink(missing_ok=True)
+                raise
+            self._current = None
+            self.sealed.append(entry)
+            self._on_sealed(entry)
 
 
 class _Segment:

@@ -33,7 +33,7 @@ from tests.media import decode_segments
 
 # Small frames, ten a second, a segment a second: a few segments take a fraction of a second.
 SETTINGS = CaptureSettings(width=320, height=240, fps=10, segment_seconds=1, min_free_mb=1,
-                           stall_timeout_s=0.2)
+                           stall_timeout_s=0.2, seal_timeout_s=5.0)
 MB = 1024 * 1024
 
 
@@ -224,6 +224,275 @@ def test_a_muxer_that_fails_to_close_leaks_no_descriptor_thread_or_partial_file(
     assert sorted(p.name for p in directory.iterdir()) == ["seg-000001.json", "seg-000001.ts.age"]
     assert seal_threads() == []
     assert open_fds() == fds
+
+
+# -- item 14: device reads that never return --------------------------------------------------
+
+
+def test_stop_returns_when_a_camera_read_never_returns_and_keeps_what_was_captured(
+        tmp_path, identity, recipient):
+    camera = FakeCamera(hang_after=25)
+    recorder = Recorder(camera, FakeMicrophone(), tmp_path, recipient, SETTINGS,
+                        free_bytes=lambda p: 1 << 40)
+    try:
+        recorder.start()
+        assert camera.hanging.wait(10)
+        took = stop_within(recorder, 10)
+        assert took < 2 * SETTINGS.stall_timeout_s + pipeline.READ_GRACE_S + 2
+        assert str(recorder.error) == ("camera: a read did not return within 1.4 s; "
+                                       "capture did not stop")
+        # Every frame read before the camera hung is sealed, the last segment included.
+        assert decode_segments(tmp_path, identity).counters == list(range(25))
+        assert not list(tmp_path.glob(".*.partial"))
+    finally:
+        camera.release.set()
+
+
+class HangingCapture:
+    """Stands in for `cv2.VideoCapture`: frames until `hang` is set, then a read that blocks
+    until `unblock` is set (a webcam unplugged mid-frame)."""
+
+    hang = threading.Event()
+    unblock = threading.Event()
+    released: list[str] = []
+
+    def __init__(self, source):
+        self._source = source
+        self._n = 0
+
+    def isOpened(self) -> bool:
+        return True
+
+    def read(self):
+        if self.hang.is_set():
+            self.unblock.wait()
+        self._n += 1
+        return True, draw_frame(background(SETTINGS.width, SETTINGS.height), self._n - 1,
+                                SETTINGS.fps)
+
+    def set(self, prop, value) -> bool:
+        return True
+
+    def release(self) -> None:
+        HangingCapture.released.append(self._source)
+
+
+@pytest.fixture
+def hanging_webcam(monkeypatch):
+    import cv2
+
+    HangingCapture.hang = threading.Event()
+    HangingCapture.unblock = threading.Event()
+    HangingCapture.released = []
+    monkeypatch.setattr(cv2, "VideoCapture", HangingCapture)
+    yield HangingCapture
+    HangingCapture.unblock.set()
+
+
+def test_a_webcam_read_that_hangs_gives_up_at_its_timeout_and_the_camera_refuses_to_close(
+        hanging_webcam):
+    camera = OpenCvCamera("/dev/video9", SETTINGS.width, SETTINGS.height)
+    camera.open()
+    assert camera.read(timeout=1.0).shape == (SETTINGS.height, SETTINGS.width, 3)
+    hanging_webcam.hang.set()
+    started = time.monotonic()
+    with pytest.raises(CaptureError, match=r"no frame within 0.2 s"):
+        camera.read(timeout=0.2)
+    with pytest.raises(CaptureError, match="an earlier read has still not returned"):
+        camera.read(timeout=0.2)
+    assert time.monotonic() - started < 1.0
+    with pytest.raises(CaptureError, match="may still be capturing"):
+        camera.close()
+    with pytest.raises(CaptureError, match="may still be capturing"):
+        camera.open()  # the next recording: not while the last one's read is stuck
+    assert hanging_webcam.released == []  # not released under a read in progress
+    hanging_webcam.hang.clear()
+    hanging_webcam.unblock.set()
+    wait_for(lambda: not _read_in_progress(camera), what="the stuck read to return")
+    camera.close()
+    assert hanging_webcam.released == ["/dev/video9"]
+
+
+def _read_in_progress(camera: OpenCvCamera) -> bool:
+    try:
+        camera.read(timeout=1.0)
+        return False
+    except CaptureError:
+        return True
+
+
+def test_a_webcam_that_hangs_mid_recording_is_stopped_and_the_led_stays_lit(
+        tmp_path, identity, recipient, hanging_webcam):
+    led = RecordingLed("GPIO17", pin_factory=MockFactory())
+    guard = CaptureGuard(led)
+    camera = OpenCvCamera("/dev/video9", SETTINGS.width, SETTINGS.height)
+    guard.light()
+    microphone = FakeMicrophone()
+    guard.open(camera)
+    guard.open(microphone)
+    recorder = Recorder(camera, microphone, tmp_path, recipient, SETTINGS,
+                        free_bytes=lambda p: 1 << 40)
+    recorder.start()
+    wait_for(lambda: recorder.frames >= 15, what="frames")
+    hanging_webcam.hang.set()
+    wait_for(lambda: recorder.failed, what="the camera's read to time out")
+    stop_within(recorder, 10)
+    assert str(recorder.error) == "camera /dev/video9: no frame within 0.2 s"
+    assert decode_segments(tmp_path, identity).counters == list(range(recorder.frames))
+    # The camera may still be capturing: the guard keeps it open, and the LED lit (P2).
+    with pytest.raises(StillOpen, match="camera"):
+        guard.close_all()
+    with pytest.raises(StillOpen):
+        guard.darken()
+    assert led.is_lit
+    hanging_webcam.hang.clear()
+    hanging_webcam.unblock.set()
+    wait_for(lambda: _closes(guard), what="the camera to close once its read returned")
+    guard.darken()
+    assert not led.is_lit
+
+
+def _closes(guard: CaptureGuard) -> bool:
+    try:
+        guard.close_all()
+        return True
+    except StillOpen:
+        return False
+
+
+class FakePicamera2:
+    """picamera2's queueing, for a camera that delivers no frame: each capture is a job that
+    waits for a frame, jobs run in order, and `stop()` is one more job behind them."""
+
+    instances: list["FakePicamera2"] = []
+
+    def __init__(self):
+        self.jobs: list[concurrent.futures.Future] = []
+        self.stopped = False
+        FakePicamera2.instances.append(self)
+
+    def create_video_configuration(self, **config):
+        return config
+
+    def configure(self, config) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    def capture_array(self, name="main", wait=None, signal_function=None):
+        job = concurrent.futures.Future()
+        self.jobs.append(job)
+        if wait is False:
+            return job
+        return job.result(timeout=None if wait in (None, True) else wait)
+
+    def wait(self, job, timeout=None):
+        return job.result(timeout=timeout)
+
+    def cancel_all_and_flush(self) -> None:
+        for job in self.jobs:
+            job.cancel()
+        self.jobs = []
+
+    def stop(self) -> None:
+        if any(not job.done() for job in self.jobs):
+            # picamera2 would wait here for ever: its stop job runs after the pending capture.
+            raise AssertionError("stop() queued behind a capture that never completes")
+        self.stopped = True
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_pi_camera_read_gives_up_at_its_timeout_and_the_camera_still_closes(monkeypatch):
+    monkeypatch.setitem(sys.modules, "picamera2",
+                        types.SimpleNamespace(Picamera2=FakePicamera2))
+    FakePicamera2.instances = []
+    camera = PiCamera(size=(SETTINGS.width, SETTINGS.height))
+    camera.open()
+    started = time.monotonic()
+    with pytest.raises(CaptureError, match="no frame within 0.2 s"):
+        camera.read(timeout=0.2)
+    assert time.monotonic() - started < 1.0
+    camera.close()
+    assert FakePicamera2.instances[0].stopped
+
+
+class FakeInputStream:
+    """sounddevice's InputStream for a microphone that delivers nothing: a blocking read waits
+    until the test ends, and the callback is only called by `hear()`."""
+
+    instances: list["FakeInputStream"] = []
+    ended = threading.Event()
+
+    def __init__(self, samplerate, channels, dtype, device=None, blocksize=0, callback=None,
+                 **kwargs):
+        self.blocksize, self.callback = blocksize, callback
+        FakeInputStream.instances.append(self)
+
+    def start(self) -> None:
+        pass
+
+    def read(self, frames):
+        FakeInputStream.ended.wait()
+        return np.zeros((frames, 1), np.float32), False
+
+    def hear(self, values: np.ndarray, overflow: bool = False) -> None:
+        status = types.SimpleNamespace(input_overflow=overflow)
+        self.callback(values.reshape(-1, 1).astype(np.float32), len(values), None, status)
+
+    def stop(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_sounddevice(monkeypatch):
+    FakeInputStream.instances = []
+    FakeInputStream.ended = threading.Event()
+    monkeypatch.setitem(sys.modules, "sounddevice",
+                        types.SimpleNamespace(InputStream=FakeInputStream))
+    yield FakeInputStream
+    FakeInputStream.ended.set()
+
+
+def test_a_silent_microphone_read_gives_up_at_its_timeout(fake_sounddevice):
+    microphone = SoundDeviceMicrophone(rate=48000)
+    microphone.open()
+    outcome: list[BaseException | np.ndarray] = []
+
+    def read() -> None:
+        try:
+            outcome.append(microphone.read(960, timeout=0.2))
+        except CaptureError as e:
+            outcome.append(e)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(2.0)
+    assert not reader.is_alive(), "the microphone read ignored its timeout"
+    assert "no sound within 0.2 s" in str(outcome[0])
+    microphone.close()
+
+
+def test_microphone_reads_return_every_sample_in_order_and_an_overflow_is_an_error(
+        fake_sounddevice):
+    microphone = SoundDeviceMicrophone(rate=48000)
+    microphone.open()
+    (stream,) = fake_sounddevice.instances
+    heard = np.arange(5 * stream.blocksize, dtype=np.float32)
+    for block in np.split(heard, 5):
+        stream.hear(block)
+    got = [microphone.read(n, timeout=0.2) for n in (700, 1920, 1)]
+    got.append(microphone.read(len(heard) - 2621, timeout=0.2))
+    assert np.array_equal(np.concatenate(got), heard)
+    stream.hear(heard[:stream.blocksize], overflow=True)
+    with pytest.raises(CaptureError, match="overflow"):
+        microphone.read(10, timeout=0.2)
+    microphone.close()
 
 
 # -- item 16: a quota stop lets go of the recording ---------------------------------------------
