@@ -119,7 +119,7 @@ class Recorder:
         self._reader = threading.Thread(target=self._read, name="capture", daemon=True)
         self._encoder = threading.Thread(target=self._encode, name="encode", daemon=True)
         self._error_lock = threading.Lock()
-        self._reading = "camera"  # the device the reader is waiting for, named if it hangs
+        self._reading: str | None = None  # the device the reader waits for, named if it hangs
         self.error: CaptureError | None = None  # the first failure: its reason, not its frames
         self.frames = 0
 
@@ -142,13 +142,14 @@ class Recorder:
         s = self._settings
         waited = 2 * s.stall_timeout_s + READ_GRACE_S
         self._reader.join(waited)
-        if self._reader.is_alive():
+        sealed_by = time.monotonic() + s.seal_timeout_s
+        if self._reader.is_alive() and self._reading is not None:  # not waiting for the encoder
             stuck = CaptureError(f"{self._reading}: a read did not return within {waited:g} s; "
                                  "capture did not stop")
             # The encoder seals what it has without waiting for the reader.
             self._put(_End(stuck), patience=s.seal_timeout_s)
             self._fail(stuck)
-        self._encoder.join(s.seal_timeout_s)
+        self._encoder.join(max(0.0, sealed_by - time.monotonic()))
         sealing_ended = self._segmenter.abandon()
         if self._encoder.is_alive() or not sealing_ended:
             self._fail(CaptureError(f"encoder: the last segment was not sealed within "
@@ -167,6 +168,7 @@ class Recorder:
                 self._reading = self._microphone.name
                 samples = self._microphone.read(samples_for_frame(s, self.frames),
                                                 s.stall_timeout_s)
+                self._reading = None
                 self._put((picture(image, self.frames), samples))
                 self.frames += 1
         except CaptureError as e:  # camera or microphone: what was captured is still sealed
@@ -174,6 +176,7 @@ class Recorder:
         except Exception as e:  # a frame that cannot be converted fails like the camera
             log.exception("capture failed")
             failure = CaptureError(f"camera frame: {e}")
+        self._reading = None
         self._put(_End(failure))
 
     def _put(self, item: "tuple | _End", patience: float | None = None) -> None:

@@ -4,6 +4,7 @@ thread, a descriptor or a partial file, wedge a stop, or keep a recording's enco
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import errno
 import gc
 import os
@@ -246,6 +247,38 @@ def test_stop_returns_when_a_camera_read_never_returns_and_keeps_what_was_captur
         assert not list(tmp_path.glob(".*.partial"))
     finally:
         camera.release.set()
+
+
+def test_stop_returns_when_the_disk_wedges_and_the_late_segment_is_never_sealed(
+        tmp_path, recipient, monkeypatch):
+    wedged, unwedge = threading.Event(), threading.Event()
+
+    class WedgingSink(SealingSink):
+        def finish(self):
+            if self.final.name == "seg-000002.ts.age":  # the disk stops answering here
+                wedged.set()
+                unwedge.wait()
+            return super().finish()
+
+    monkeypatch.setattr(pipeline, "SealingSink", WedgingSink)
+    settings = dataclasses.replace(SETTINGS, seal_timeout_s=1.0)
+    reported = []
+    recorder = Recorder(FakeCamera(), FakeMicrophone(), tmp_path, recipient, settings,
+                        free_bytes=lambda p: 1 << 40, on_sealed=reported.append)
+    try:
+        recorder.start()
+        assert wedged.wait(10)
+        took = stop_within(recorder, 10)
+        assert took < 2 * settings.stall_timeout_s + pipeline.READ_GRACE_S + 1.0 + 0.5
+        assert str(recorder.error) == ("encoder: the last segment was not sealed within 1 s; "
+                                       "capture did not stop")
+    finally:
+        unwedge.set()
+    # The stop has returned (and the manifest would be written): what comes after is not sealed.
+    wait_for(lambda: not seal_threads() and not list(tmp_path.glob(".*.partial")),
+             what="the late segment to be given up")
+    assert [e.file for e in reported] == ["seg-000001.ts.age"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seg-000001.json", "seg-000001.ts.age"]
 
 
 class HangingCapture:
