@@ -10,6 +10,8 @@ setup(
     install_requires=[
         "cryptography>=41",
         "PyJWT[crypto]>=2.8",
+        # libsodium's check that an Ed25519 public key is not a small-order point
+        "PyNaCl>=1.5",
         "pyrage>=1.1",
         "gpiozero>=2.0",
         "pydantic>=2.5",

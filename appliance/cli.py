@@ -257,20 +257,21 @@ def _roster(args):
 
 
 def _roster_add(args) -> int:
-    from appliance.roster import CardRejected
+    from appliance.roster import CardRejected, printable
     try:
         card = _roster(args).add(args.card.read_bytes(), replace=args.replace)
     except CardRejected as e:
         raise UsageError(f"{args.card}: refused: {e.reason}") from None
     except OSError as e:
         raise UsageError(f"{args.card}: {e.strerror}") from None
-    print(f"enrolled {card.teacher_id} ({card.name}), fingerprint {card.fingerprint}")
+    print(f"enrolled {card.teacher_id} ({printable(card.name)}), fingerprint {card.fingerprint}")
     return 0
 
 
 def _roster_list(args) -> int:
+    from appliance.roster import printable
     for card in _roster(args).cards():
-        print(f"{card.teacher_id}\t{card.name}\t{card.fingerprint}")
+        print(f"{card.teacher_id}\t{printable(card.name)}\t{card.fingerprint}")
     return 0
 
 

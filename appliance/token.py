@@ -20,6 +20,7 @@ from typing import Callable
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from appliance.ids import is_teacher_id
 from appliance.roster import Roster
 
 ALGORITHMS = ["EdDSA"]  # hard-coded, never from the token or the configuration
@@ -92,8 +93,8 @@ class TokenVerifier:
         if header.get("alg") not in ALGORITHMS:
             raise TokenRejected(Reason.BAD_ALGORITHM, f"alg {header.get('alg')!r}")
         teacher_id = header.get("kid")
-        if not isinstance(teacher_id, str):
-            raise TokenRejected(Reason.MALFORMED, "no kid")
+        if not is_teacher_id(teacher_id):
+            raise TokenRejected(Reason.MALFORMED, "kid is not a teacher id")
         card = self._roster.get(teacher_id)
         if card is None:
             raise TokenRejected(Reason.UNKNOWN_TEACHER)
