@@ -3,6 +3,7 @@ pinned nor known is not trusted on first use unless the teacher says so, another
 under the id asked for is refused, and the lesson is written readable by its owner alone."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -11,11 +12,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pyrage
 import pytest
 
 from appliance import device_key
 from appliance.decrypt import KnownDevices, RecordingRefused, decrypt_recording
-from capture.keyformat import fingerprint
+from capture.keyformat import b64, fingerprint
+from capture.manifest import MANIFEST_FILE
 from hwsim.lab import PASSPHRASE
 from tests.media import identity, recording_dirs
 
@@ -140,3 +143,18 @@ def test_a_stale_partial_file_is_replaced_not_reused(recorded, tmp_path):
     stale.chmod(0o644)
     decrypt_recording(files, identity(lab), out, None, device_fingerprint=device)
     assert stat.S_IMODE(out.stat().st_mode) == 0o600 and not stale.exists()
+
+
+def test_a_manifest_signed_for_a_small_order_device_key_is_refused(recorded, tmp_path):
+    # The small-order check of teacher cards holds for the unit's manifest key as well: with the
+    # identity point as "key", the signature (identity, 0) verifies without any private key.
+    lab, first, _, _ = recorded
+    files = download(first, tmp_path / "files")
+    ident = identity(lab)
+    envelope = json.loads(pyrage.decrypt((files / MANIFEST_FILE).read_bytes(), [ident]))
+    no_key = (1).to_bytes(32, "little")
+    envelope.update(device_key=b64(no_key), signature=b64(no_key + bytes(32)))
+    (files / MANIFEST_FILE).write_bytes(pyrage.encrypt(json.dumps(envelope).encode(),
+                                                       [ident.to_public()]))
+    with pytest.raises(RecordingRefused, match="manifest is malformed"):
+        decrypt_recording(files, ident, tmp_path / "lesson.mp4", None, trust_new_unit=True)
