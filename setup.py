@@ -9,7 +9,11 @@ setup(
                                     "hwsim*"]),
     install_requires=[
         "cryptography>=41",
-        "PyJWT[crypto]>=2.8",
+        # 2.14 turns a deeply nested header into DecodeError (2.13 and older let a RecursionError
+        # out); 2.12 refuses unknown "crit" header parameters (CVE-2026-32597).
+        "PyJWT[crypto]>=2.14",
+        # libsodium's check that an Ed25519 public key is not a small-order point
+        "PyNaCl>=1.5",
         "pyrage>=1.1",
         "gpiozero>=2.0",
         "pydantic>=2.5",

@@ -21,10 +21,9 @@ from urllib.parse import urlsplit
 
 import requests
 
+from appliance.ids import is_recording_id, is_teacher_id
 from uploader.durable import fsync_dir
 
-TEACHER_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}", re.ASCII)
-RECORDING_ID = re.compile(r"[0-9a-f]{32}", re.ASCII)
 FILE_NAME = re.compile(r"seg-[0-9]{6}\.ts\.age|manifest\.age", re.ASCII)
 SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
 
@@ -50,7 +49,7 @@ class Account:
         `timeout` is (connect, read) seconds for every request."""
         if urlsplit(url).scheme != "https":
             raise AccountError(f"the account URL must be https://, not {url!r}")
-        if not TEACHER_ID.fullmatch(teacher_id):
+        if not is_teacher_id(teacher_id):
             raise AccountError(f"malformed teacher id {teacher_id!r}")
         self.url = url.rstrip("/")
         self.teacher_id = teacher_id
@@ -178,7 +177,7 @@ def _checked_listing(listing) -> list[dict]:
 
 
 def _recording_id(value) -> str:
-    if not isinstance(value, str) or not RECORDING_ID.fullmatch(value):
+    if not is_recording_id(value):
         raise AccountError(f"malformed recording id {value!r:.40}")
     return value
 

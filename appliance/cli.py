@@ -69,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     dec.add_argument("--identity", type=Path, required=True, help="your <id>.identity.age")
     dec.add_argument("--passphrase-file", type=Path)
     dec.add_argument("--device-fingerprint", help="refuse unless the unit's key has this fingerprint")
+    dec.add_argument("--trust-new-unit", action="store_true",
+                     help="trust a unit not pinned and not known yet, and remember it (compare the "
+                          "fingerprint printed with `classcam keys device` on the unit)")
+    dec.add_argument("--recording-id",
+                     help="refuse unless the files are this recording (default: the directory's "
+                          "name, when it is a recording id, as `account get` names it)")
     dec.add_argument("--known-devices", type=Path,
                      help="units trusted so far (default ~/.config/classcam/known_devices.json)")
     dec.set_defaults(func=_decrypt)
@@ -185,21 +191,26 @@ def _keys_device(args) -> int:
 
 def _decrypt(args) -> int:
     from appliance.decrypt import KnownDevices, RecordingRefused, decrypt_recording
+    from appliance.ids import is_recording_id
     from appliance.keys import KeyFileError, load_identity, read_passphrase
     try:
         identity = load_identity(args.identity, read_passphrase(args.passphrase_file))
     except (KeyFileError, OSError) as e:
         raise UsageError(str(e)) from None
     known = KnownDevices(args.known_devices) if args.known_devices else KnownDevices.default()
+    recording_id = args.recording_id
+    if recording_id is None and is_recording_id(args.directory.resolve().name):
+        recording_id = args.directory.resolve().name
     try:
         lesson = decrypt_recording(args.directory, identity, args.output, known,
-                                   args.device_fingerprint)
+                                   args.device_fingerprint, recording_id=recording_id,
+                                   trust_new_unit=args.trust_new_unit)
     except RecordingRefused as e:
         for reason in e.reasons:
             print(f"classcam: {args.directory}: refused: {reason}", file=sys.stderr)
         return 1
-    print(f"{lesson.output}: {lesson.segments} segment(s), {lesson.video_frames} frames, "
-          f"{lesson.seconds:.1f} s")
+    print(f"{lesson.output}: recording {lesson.recording_id}, {lesson.segments} segment(s), "
+          f"{lesson.video_frames} frames, {lesson.seconds:.1f} s")
     trust = "first recording from this unit: remembered" if lesson.device_first_seen else "known"
     print(f"made by {lesson.device_id}, key {lesson.device_fingerprint} ({trust}; compare with "
           "`classcam keys device` on the unit)")
@@ -257,20 +268,21 @@ def _roster(args):
 
 
 def _roster_add(args) -> int:
-    from appliance.roster import CardRejected
+    from appliance.roster import CardRejected, printable
     try:
         card = _roster(args).add(args.card.read_bytes(), replace=args.replace)
     except CardRejected as e:
         raise UsageError(f"{args.card}: refused: {e.reason}") from None
     except OSError as e:
         raise UsageError(f"{args.card}: {e.strerror}") from None
-    print(f"enrolled {card.teacher_id} ({card.name}), fingerprint {card.fingerprint}")
+    print(f"enrolled {card.teacher_id} ({printable(card.name)}), fingerprint {card.fingerprint}")
     return 0
 
 
 def _roster_list(args) -> int:
+    from appliance.roster import printable
     for card in _roster(args).cards():
-        print(f"{card.teacher_id}\t{card.name}\t{card.fingerprint}")
+        print(f"{card.teacher_id}\t{printable(card.name)}\t{card.fingerprint}")
     return 0
 
 

@@ -1,13 +1,16 @@
 """`classcam decrypt`, on the teacher's own computer: a downloaded recording -> one lesson video.
 
-    lesson = decrypt_recording(Path("rec"), identity, Path("lesson.mp4"), KnownDevices(path))
+    lesson = decrypt_recording(Path("rec"), identity, Path("lesson.mp4"), KnownDevices(path),
+                               device_fingerprint="f968:528b:...", recording_id="9f0c...")
 
 Nothing is joined until the whole recording checks out: the manifest opens with the teacher's
 identity, its signature verifies, it was signed by the unit the teacher trusts (pinned by
-fingerprint, or remembered from the first recording of that unit), and every segment file is the
-one the manifest lists at that place. A segment that is missing, reordered, altered, duplicated,
-from another recording or not listed is refused with the reason. Then the segments are decrypted
-in memory one at a time and their packets copied into one MP4 without re-encoding.
+fingerprint, or remembered from an earlier recording of that unit; a unit seen for the first time
+is trusted only when the teacher says so), it is the manifest of the recording asked for, and
+every segment file is the one the manifest lists at that place. A segment that is missing,
+reordered, altered, duplicated, from another recording or not listed is refused with the reason.
+Then the segments are decrypted in memory one at a time and their packets copied into one MP4
+without re-encoding, readable by its owner alone (0600) from its first byte.
 """
 from __future__ import annotations
 
@@ -46,6 +49,7 @@ class Lesson:
     device_first_seen: bool
     complete: bool
     ended_by: str
+    recording_id: str
 
 
 class KnownDevices:
@@ -82,12 +86,21 @@ class KnownDevices:
 
 def decrypt_recording(directory: Path, identity: pyrage.x25519.Identity, output: Path,
                       known: KnownDevices | None = None,
-                      device_fingerprint: str | None = None) -> Lesson:
+                      device_fingerprint: str | None = None, *,
+                      recording_id: str | None = None,
+                      trust_new_unit: bool = False) -> Lesson:
     """Check the recording in `directory` against its manifest and join it into `output`.
-    Raises `RecordingRefused` (and writes nothing) if anything does not match."""
+    Raises `RecordingRefused` (and writes nothing) if anything does not match.
+
+    The unit must be pinned by `device_fingerprint` or already in `known`; a unit in neither is
+    refused, with its fingerprint to compare, unless `trust_new_unit`. With `recording_id`, the
+    manifest must be that recording's (a server could serve another recording under its id)."""
     manifest = _open(directory, identity)
     device_id = manifest.body["device_id"]
-    first_seen = _check_device(manifest, device_id, known, device_fingerprint)
+    first_seen = _check_device(manifest, device_id, known, device_fingerprint, trust_new_unit)
+    if recording_id is not None and manifest.body["recording_id"] != recording_id:
+        raise RecordingRefused([f"these files are recording {manifest.body['recording_id']!r:.40}"
+                                f", not recording {recording_id} asked for"])
     entries = manifest.segments
     problems = check_segments(directory, entries)
     if problems:
@@ -99,7 +112,7 @@ def decrypt_recording(directory: Path, identity: pyrage.x25519.Identity, output:
         known.remember(device_id, manifest.device_fingerprint)
     return Lesson(output, len(entries), frames, sum(e.duration for e in entries), device_id,
                   manifest.device_fingerprint, first_seen, manifest.body["complete"],
-                  manifest.body["ended_by"])
+                  manifest.body["ended_by"], manifest.body["recording_id"])
 
 
 def check_segments(directory: Path, entries: list[SegmentEntry]) -> list[str]:
@@ -144,22 +157,29 @@ def _open(directory: Path, identity: pyrage.x25519.Identity) -> Manifest:
 
 
 def _check_device(manifest: Manifest, device_id: str, known: KnownDevices | None,
-                  pinned: str | None) -> bool:
+                  pinned: str | None, trust_new: bool) -> bool:
     """Refuse a manifest not signed by the trusted unit; True if this unit is new to `known`."""
     signed_by = manifest.device_fingerprint
+    expected = known.fingerprint(device_id) if known is not None else None
     if pinned is not None:
         if _normal(pinned) != _normal(signed_by):
             raise RecordingRefused([f"manifest is signed by device key {signed_by}, not the "
                                     f"key {pinned} given"])
-        return known is not None and known.fingerprint(device_id) is None
-    if known is None:
+        return known is not None and expected is None
+    if expected is not None:
+        if _normal(expected) != _normal(signed_by):
+            raise RecordingRefused([f"manifest for {device_id} is signed by device key "
+                                    f"{signed_by}, but {device_id} is known by key {expected} "
+                                    "(re-signed by another key?)"])
         return False
-    expected = known.fingerprint(device_id)
-    if expected is not None and _normal(expected) != _normal(signed_by):
-        raise RecordingRefused([f"manifest for {device_id} is signed by device key {signed_by}, "
-                                f"but {device_id} is known by key {expected} (re-signed by "
-                                "another key?)"])
-    return expected is None
+    if not trust_new:
+        # Trusting whatever key the first manifest names would let whoever serves the files
+        # sign them: the teacher compares the fingerprint with the unit's, or says to trust it.
+        raise RecordingRefused([f"unit {device_id!r:.80} is not known here and no device "
+                                f"fingerprint was given: its manifest key is {signed_by}; compare "
+                                "it with `classcam keys device` on the unit, then give it with "
+                                "--device-fingerprint (or --trust-new-unit)"])
+    return True
 
 
 def _join(directory: Path, entries: list[SegmentEntry], identity: pyrage.x25519.Identity,
@@ -167,6 +187,13 @@ def _join(directory: Path, entries: list[SegmentEntry], identity: pyrage.x25519.
     """Copy every segment's packets, in order, into one MP4; returns the video frames."""
     tmp = output.with_name(f".{output.name}.partial")
     frames = 0
+    try:
+        tmp.unlink(missing_ok=True)  # left by an interrupted run
+        # Made here, 0600 and new, before FFmpeg opens it by name (as +faststart needs): the
+        # lesson is never readable by others, whatever the umask, not even for a moment.
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    except OSError as e:
+        raise RecordingRefused([f"cannot write {tmp}: {e.strerror}"]) from None
     try:
         with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as out:
             streams = None

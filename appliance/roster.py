@@ -8,13 +8,17 @@ A *teacher card* is a small JSON file made on the teacher's own computer (`class
 
 The signature, by the card's own signing key, covers every other field, so nobody can swap the
 encryption recipient (P5) or the name without the teacher's key. The parser accepts exactly these
-fields and nothing else. The roster is one card per teacher in `teachers.d/`, named `<id>.json`.
+fields and nothing else; a display name holding a control, format (bidi override, zero width) or
+line-separator character is refused, so that printing it cannot rewrite what IT reads. The roster
+is one card per teacher in `teachers.d/`, named `<id>.json`.
 """
 from __future__ import annotations
 
 import json
 import logging
-import re
+import os
+import stat
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,13 +26,13 @@ import pyrage
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from capture.keyformat import b64, fingerprint, raw_public, unb64
+from appliance.ids import TEACHER_ID_RULE, is_teacher_id
+from capture.keyformat import b64, ed25519_public_key, fingerprint, raw_public, unb64
 from uploader.durable import atomic_write, fsync_dir
 
 log = logging.getLogger(__name__)
 
 CARD_VERSION = 1
-TEACHER_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 MAX_CARD_BYTES = 4096
 _DOMAIN = b"classcam teacher card v1\n"
 _FIELDS = {"classcam_card", "teacher_id", "name", "signing_key", "recipient", "signature"}
@@ -55,13 +59,14 @@ class TeacherCard:
     @classmethod
     def create(cls, teacher_id: str, name: str, signing_key: Ed25519PrivateKey,
                recipient: str) -> tuple["TeacherCard", bytes]:
-        """Sign a new card; returns the card and its JSON file contents."""
+        """Sign a new card; returns the card and its JSON file contents. Raises `CardRejected`
+        for anything `parse` would refuse, so a teacher never gets a card IT cannot enrol."""
         _check_id(teacher_id)
         body = _body(teacher_id, name, b64(raw_public(signing_key.public_key())), recipient)
         signature = signing_key.sign(_DOMAIN + _canonical(body))
         doc = dict(body, signature=b64(signature))
-        card = cls(teacher_id, name, signing_key.public_key(), recipient)
-        return card, (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
+        data = (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
+        return cls.parse(data), data
 
     @classmethod
     def parse(cls, data: bytes) -> "TeacherCard":
@@ -82,15 +87,21 @@ class TeacherCard:
         _check_id(doc["teacher_id"])
         if not doc["name"].strip() or len(doc["name"]) > 200:
             raise CardRejected("name must be 1 to 200 characters")
+        hidden = _unprintable(doc["name"])
+        if hidden:
+            raise CardRejected(f"name holds control or invisible characters ({hidden})")
         try:
             pyrage.x25519.Recipient.from_str(doc["recipient"])
         except Exception:
             raise CardRejected("recipient is not an age X25519 recipient") from None
         try:
-            key = Ed25519PublicKey.from_public_bytes(unb64(doc["signing_key"]))
-            signature = unb64(doc["signature"])
+            raw_key, signature = unb64(doc["signing_key"]), unb64(doc["signature"])
         except ValueError:
-            raise CardRejected("signing key or signature is not valid base64url Ed25519") from None
+            raise CardRejected("signing key or signature is not valid base64url") from None
+        try:
+            key = ed25519_public_key(raw_key)
+        except ValueError as e:
+            raise CardRejected(f"signing key is refused: {e}") from None
         body = _body(doc["teacher_id"], doc["name"], doc["signing_key"], doc["recipient"])
         try:
             key.verify(signature, _DOMAIN + _canonical(body))
@@ -117,11 +128,11 @@ class Roster:
 
     def get(self, teacher_id: str) -> TeacherCard | None:
         """The verified card of `teacher_id`, or None if that teacher is not enrolled."""
-        if not TEACHER_ID.match(teacher_id):
+        if not is_teacher_id(teacher_id):
             return None
         path = self.directory / f"{teacher_id}.json"
         try:
-            card = TeacherCard.parse(path.read_bytes())
+            card = TeacherCard.parse(_read_card_file(path))
         except FileNotFoundError:
             return None
         except (OSError, CardRejected) as e:
@@ -136,6 +147,9 @@ class Roster:
         """Every valid enrolled card, sorted by teacher id."""
         found = []
         for path in sorted(self.directory.glob("*.json")):
+            if not is_teacher_id(path.stem):
+                self._log_bad(path, CardRejected("the file name is not <teacher id>.json"))
+                continue
             card = self.get(path.stem)
             if card is not None:
                 found.append(card)
@@ -154,7 +168,7 @@ class Roster:
 
     def remove(self, teacher_id: str) -> bool:
         """Unenrol `teacher_id`; returns False if they were not enrolled."""
-        if not TEACHER_ID.match(teacher_id):
+        if not is_teacher_id(teacher_id):
             return False
         try:
             (self.directory / f"{teacher_id}.json").unlink()
@@ -166,12 +180,48 @@ class Roster:
     def _log_bad(self, path: Path, error: Exception) -> None:
         if str(path) not in self._logged_bad:
             self._logged_bad.add(str(path))
-            log.warning("roster: ignoring %s: %s", path.name, error)
+            log.warning("roster: ignoring %s: %s", printable(path.name), error)
+
+
+def printable(text: str) -> str:
+    """`text` as it may be shown on a terminal: every control, format (bidi override, zero
+    width), separator, private-use or unassigned character written as a Python escape such as
+    `\\u202e`, so that the text cannot move the cursor, recolour or reorder what follows it."""
+    return "".join(ascii(c)[1:-1] if unicodedata.category(c) in _UNPRINTABLE else c
+                   for c in text)
+
+
+# Unicode categories a display name must not hold: Cc control (newline, escape), Cf format (bidi
+# overrides and isolates, zero-width characters), Cs lone surrogates, Co private use, Cn
+# unassigned, Zl/Zp line and paragraph separators.
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def _unprintable(text: str) -> str:
+    """The characters of `text` that `printable` would escape, escaped, or "" if none."""
+    return printable("".join(c for c in dict.fromkeys(text)
+                             if unicodedata.category(c) in _UNPRINTABLE))
+
+
+def _read_card_file(path: Path) -> bytes:
+    """The bytes of the card file at `path`, which must be a regular file (a symlink to one is
+    followed) of at most MAX_CARD_BYTES. A FIFO or a device is refused without being opened:
+    reading one would block the roster, and the daemon with it."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise CardRejected("not a regular file")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as f:
+        info = os.fstat(fd)  # what was opened, in case the path changed since the stat
+        if not stat.S_ISREG(info.st_mode):
+            raise CardRejected("not a regular file")
+        if info.st_size > MAX_CARD_BYTES:
+            raise CardRejected("card is too large")
+        return f.read(MAX_CARD_BYTES + 1)
 
 
 def _check_id(teacher_id: str) -> None:
-    if not TEACHER_ID.match(teacher_id):
-        raise CardRejected("teacher_id must be 1-64 of a-z 0-9 . _ - starting with a letter or digit")
+    if not is_teacher_id(teacher_id):
+        raise CardRejected(f"teacher_id must be {TEACHER_ID_RULE}")
 
 
 def _body(teacher_id: str, name: str, signing_key: str, recipient: str) -> dict:

@@ -20,6 +20,7 @@ from typing import Callable
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from appliance.ids import is_teacher_id
 from appliance.roster import Roster
 
 ALGORITHMS = ["EdDSA"]  # hard-coded, never from the token or the configuration
@@ -89,11 +90,13 @@ class TokenVerifier:
             header = jwt.get_unverified_header(raw)
         except jwt.InvalidTokenError as e:
             raise TokenRejected(Reason.MALFORMED, str(e)) from None
+        except Exception as e:  # any other failure to parse is a refusal too, never a crash
+            raise TokenRejected(Reason.MALFORMED, _parse_error(e)) from None
         if header.get("alg") not in ALGORITHMS:
-            raise TokenRejected(Reason.BAD_ALGORITHM, f"alg {header.get('alg')!r}")
+            raise TokenRejected(Reason.BAD_ALGORITHM, f"alg {header.get('alg')!r:.40}")
         teacher_id = header.get("kid")
-        if not isinstance(teacher_id, str):
-            raise TokenRejected(Reason.MALFORMED, "no kid")
+        if not is_teacher_id(teacher_id):
+            raise TokenRejected(Reason.MALFORMED, "kid is not a teacher id")
         card = self._roster.get(teacher_id)
         if card is None:
             raise TokenRejected(Reason.UNKNOWN_TEACHER)
@@ -114,6 +117,8 @@ class TokenVerifier:
             raise TokenRejected(Reason.BAD_ALGORITHM) from None
         except jwt.InvalidTokenError as e:
             raise TokenRejected(Reason.MALFORMED, str(e)) from None
+        except Exception as e:  # as above: e.g. a RecursionError from a deeply nested payload
+            raise TokenRejected(Reason.MALFORMED, _parse_error(e)) from None
         return self._claims(claims, teacher_id, card.recipient)
 
     def _claims(self, claims: dict, teacher_id: str, recipient: str) -> StartToken:
@@ -180,6 +185,12 @@ class Challenges:
             raise TokenRejected(Reason.EXPIRED_CHALLENGE, "not the current challenge")
         _remember(self._used, nonce, self._remember)
         self._current = None
+
+
+def _parse_error(error: Exception) -> str:
+    """What the journal says about a token PyJWT failed to parse other than by refusing it
+    (older PyJWT let a RecursionError out of a deeply nested header)."""
+    return f"cannot parse: {type(error).__name__}"
 
 
 def _remember(book: dict[str, None], nonce: str, limit: int) -> None:

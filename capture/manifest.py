@@ -34,7 +34,7 @@ import pyrage
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from capture.keyformat import b64, fingerprint, raw_public, unb64
+from capture.keyformat import b64, ed25519_public_key, fingerprint, raw_public, unb64
 from uploader.durable import atomic_write
 
 VERSION = 1
@@ -121,7 +121,7 @@ def open_manifest(data: bytes, identity: pyrage.x25519.Identity) -> Manifest:
             raise ValueError
         if envelope["classcam_manifest"] != VERSION:
             raise ManifestRejected(f"unsupported manifest version {envelope['classcam_manifest']!r}")
-        key = Ed25519PublicKey.from_public_bytes(unb64(envelope["device_key"]))
+        key = ed25519_public_key(unb64(envelope["device_key"]))  # no small-order point
         signature = unb64(envelope["signature"])
         body_text = envelope["body"]
     except ManifestRejected:

@@ -44,13 +44,12 @@ from pathlib import Path
 from socketserver import TCPServer
 from typing import Any, BinaryIO, Callable, Iterator
 
+from appliance.ids import is_recording_id, is_teacher_id
 from hwsim.pki import DEVICE, TEACHER, TestPki
 from uploader.durable import fsync_dir
 
 log = logging.getLogger(__name__)
 
-TEACHER_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}", re.ASCII)
-RECORDING_ID = re.compile(r"[0-9a-f]{32}", re.ASCII)
 FILE_NAME = re.compile(r"seg-[0-9]{6}\.ts\.age|manifest\.age", re.ASCII)
 
 CONNECTION_TIMEOUT = 30.0   # a dead client frees its thread after this long
@@ -340,11 +339,11 @@ def parse_address(path: str) -> _Address:
     if len(parts) not in (5, 6, 7) or parts[:3] != ["", "v1", "teachers"] \
             or parts[4] != "recordings":
         raise Refusal(404, "no such address")
-    if not TEACHER_ID.fullmatch(parts[3]):
+    if not is_teacher_id(parts[3]):
         raise Refusal(400, "malformed teacher id")
     if len(parts) == 5:
         return _Address(parts[3])
-    if not RECORDING_ID.fullmatch(parts[5]):
+    if not is_recording_id(parts[5]):
         raise Refusal(400, "malformed recording id (32 lowercase hex digits)")
     if len(parts) == 6:
         return _Address(parts[3], parts[5])
@@ -907,7 +906,7 @@ class _Store:
         """The README's list: recordings with at least one complete file, complete files only."""
         out = []
         for rdir in _listdir(self.root / teacher):
-            if not RECORDING_ID.fullmatch(rdir.name):
+            if not is_recording_id(rdir.name):
                 continue
             files = []
             for path in _listdir(rdir):

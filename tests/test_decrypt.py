@@ -49,7 +49,10 @@ def copy(recorded, tmp_path):
 
 
 def _decrypt(lab, directory: Path, output: Path, known: Path, **kw):
-    return decrypt_recording(directory, identity(lab), output, KnownDevices(known), **kw)
+    # As a teacher who accepts the unit's key on first sight (tests/test_attack_trust.py shows
+    # decrypt refusing an unknown unit otherwise).
+    return decrypt_recording(directory, identity(lab), output, KnownDevices(known),
+                             **{"trust_new_unit": True, **kw})
 
 
 def test_joined_lesson_has_every_frame_once_and_audio_the_length_of_video(recorded, copy,
@@ -195,7 +198,7 @@ def test_cli_refuses_with_one_line_per_reason_and_exit_status_1(recorded, copy, 
     run = subprocess.run(
         [sys.executable, "-m", "appliance.cli", "decrypt", "--identity",
          str(lab.key_files("t-evans").identity), "--known-devices", str(tmp_path / "k.json"),
-         str(copy), "-o", str(out)],
+         "--trust-new-unit", str(copy), "-o", str(out)],
         env=dict(os.environ, CLASSCAM_PASSPHRASE=PASSPHRASE), capture_output=True, text=True,
         timeout=60)
     assert run.returncode == 1 and not out.exists()
