@@ -148,7 +148,7 @@ def _check_config(args) -> int:
 
 
 def _keys_new(args) -> int:
-    from appliance.keys import KeyFileError, new_teacher_keys, read_passphrase
+    from teacher_tools.keys import KeyFileError, new_teacher_keys, read_passphrase
     from appliance.roster import CardRejected
     try:
         passphrase = read_passphrase(args.passphrase_file, "New passphrase: ", confirm=True)
@@ -172,7 +172,7 @@ def _keys_show(args) -> int:
 
 def _keys_device(args) -> int:
     from appliance.device_key import DeviceKeyError, load
-    from capture.keyformat import fingerprint
+    from formats.keytext import fingerprint
     state_dir = _config(args).device.state_dir
     try:
         key = load(state_dir)
@@ -184,8 +184,8 @@ def _keys_device(args) -> int:
 
 
 def _decrypt(args) -> int:
-    from appliance.decrypt import KnownDevices, RecordingRefused, decrypt_recording
-    from appliance.keys import KeyFileError, load_identity, read_passphrase
+    from teacher_tools.decrypt import KnownDevices, RecordingRefused, decrypt_recording
+    from teacher_tools.keys import KeyFileError, load_identity, read_passphrase
     try:
         identity = load_identity(args.identity, read_passphrase(args.passphrase_file))
     except (KeyFileError, OSError) as e:
@@ -214,7 +214,7 @@ def _decrypt(args) -> int:
 @contextlib.contextmanager
 def _account(args) -> Iterator:
     """The teacher's account; an `AccountError` becomes the command's one-line error."""
-    from appliance.account import Account, AccountError
+    from teacher_tools.account import Account, AccountError
     try:
         with Account(args.url, args.teacher_id, args.cert, args.key, args.ca) as account:
             yield account
@@ -282,7 +282,7 @@ def _roster_remove(args) -> int:
 
 
 def _token_mint(args) -> int:
-    from appliance.keys import KeyFileError, load_signing_key, read_passphrase
+    from teacher_tools.keys import KeyFileError, load_signing_key, read_passphrase
     from appliance.token import MAX_LIFETIME_S, mint
     if not 0 < args.lifetime <= MAX_LIFETIME_S:
         raise UsageError(f"--lifetime must be 1 to {MAX_LIFETIME_S} seconds")

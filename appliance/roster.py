@@ -22,8 +22,8 @@ import pyrage
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from capture.keyformat import b64, fingerprint, raw_public, unb64
-from uploader.durable import atomic_write, fsync_dir
+from formats.keytext import b64, fingerprint, raw_public, unb64
+from formats.durable import atomic_write, fsync_dir
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ from socketserver import TCPServer
 from typing import Any, BinaryIO, Callable, Iterator
 
 from hwsim.pki import DEVICE, TEACHER, TestPki
-from uploader.durable import fsync_dir
+from formats.durable import fsync_dir
 
 log = logging.getLogger(__name__)
 

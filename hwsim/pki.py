@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from uploader.durable import atomic_write
+from formats.durable import atomic_write
 
 DEVICE = "classcam-device"
 TEACHER = "classcam-teacher"

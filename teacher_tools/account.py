@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from uploader.durable import fsync_dir
+from formats.durable import fsync_dir
 
 TEACHER_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}", re.ASCII)
 RECORDING_ID = re.compile(r"[0-9a-f]{32}", re.ASCII)

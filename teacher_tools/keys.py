@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from appliance.roster import TeacherCard
-from uploader.durable import atomic_write
+from formats.durable import atomic_write
 
 MIN_PASSPHRASE = 8
 

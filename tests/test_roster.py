@@ -8,7 +8,7 @@ import sys
 import pyrage
 import pytest
 
-from appliance.keys import KeyFileError, load_identity, load_signing_key
+from teacher_tools.keys import KeyFileError, load_identity, load_signing_key
 from appliance.roster import Roster, TeacherCard
 from hwsim.lab import PASSPHRASE
 
