@@ -15,8 +15,8 @@ from pathlib import Path
 
 from teacher_tools.keys import KeyFileError, load_signing_key, seal_signing_key
 from appliance.padlink import encode
-from appliance.roster import TeacherCard
 from appliance.token import mint
+from formats.card import TeacherCard
 from hwsim.timeline import Timeline
 from formats.durable import atomic_write
 
