@@ -1,3 +1,7 @@
+"""The daemon's distribution, `classcam`: what runs on the unit (appliance, capture, uploader,
+led_indicator). The formats and the teacher's tools come from `classcam-teacher`
+(dist/teacher), whose `classcam` command this distribution adds its commands to; the simulator
+is `classcam-sim` (dist/sim), never installed with the daemon."""
 from setuptools import find_packages, setup
 
 setup(
@@ -5,9 +9,9 @@ setup(
     version="0.1.0",
     description="A classroom camera a teacher uses to record their own lessons, encrypted to them",
     python_requires=">=3.11",
-    packages=find_packages(include=["appliance*", "capture*", "uploader*", "led_indicator*",
-                                    "hwsim*"]),
+    packages=find_packages(include=["appliance*", "capture*", "uploader*", "led_indicator*"]),
     install_requires=[
+        "classcam-teacher",
         "cryptography>=41",
         # 2.14 turns a deeply nested header into DecodeError (2.13 and older let a RecursionError
         # out); 2.12 refuses unknown "crit" header parameters (CVE-2026-32597).
@@ -26,8 +30,13 @@ setup(
     ],
     extras_require={
         "pi": ["sounddevice>=0.4", "opencv-python-headless>=4.8"],
-        "sim": ["sounddevice>=0.4", "tomli-w>=1.0", "opencv-python-headless>=4.8"],
-        "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6"],
+        # setuptools: tests build the teacher's wheel without build isolation (no registry).
+        "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "setuptools>=70.1"],
     },
-    entry_points={"console_scripts": ["classcam = appliance.cli:main"]},
+    entry_points={
+        # The unit's commands, added to the one `classcam` script of classcam-teacher.
+        "classcam.commands": ["unit = appliance.cli:add_commands"],
+        # Hardware backends by name (`classcam run --hw pi`); classcam-sim registers `sim`.
+        "classcam.hardware": ["pi = appliance.pi_hardware:make_pi_hardware"],
+    },
 )

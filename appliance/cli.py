@@ -1,102 +1,46 @@
-"""The `classcam` command.
+"""The unit's commands of `classcam`, added to the teacher's `classcam` (teacher_tools/cli.py)
+through the entry-point group `classcam.commands`:
 
 On the unit (IT):      classcam run | check-config | roster add|list|remove | led-off
-On the teacher's PC:   classcam keys new | keys show | account ls|get|rm | decrypt
 On the unit (teacher): classcam keys device   (the fingerprint manifests are checked against)
 For pads and tests:    classcam token mint
+
+`python -m appliance.cli ...` runs the whole command, these included, without the entry point.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import sys
 from pathlib import Path
-from typing import Iterator
 
-from appliance import __version__
 from appliance.config import DEFAULT_PATH, Config, ConfigError, load
+from teacher_tools.cli import Commands, UsageError, read_card
+from teacher_tools.cli import main as classcam_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `classcam` console script."""
-    args = _parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except UsageError as e:
-        print(f"classcam: {e}", file=sys.stderr)
-        return 2
+    """`classcam` with the unit's commands, whether or not their entry point is installed."""
+    return classcam_main(argv, builtin={"unit": add_commands})
 
 
-class UsageError(Exception):
-    """A command that cannot be carried out; the message is printed as one line."""
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="classcam", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--version", action="version", version=f"classcam {__version__}")
-    sub = p.add_subparsers(required=True, metavar="COMMAND")
-
-    run = sub.add_parser("run", help="run the daemon")
+def add_commands(sub: Commands) -> None:
+    """The `classcam.commands` entry point of the daemon's distribution."""
+    run = sub.command("run", help="run the daemon")
     _config_arg(run)
-    run.add_argument("--hw", choices=["pi", "sim"], help="hardware backends (default $CLASSCAM_HW or pi)")
+    run.add_argument("--hw", help="hardware backends by name, e.g. pi or sim "
+                                  "(default $CLASSCAM_HW or pi)")
     run.set_defaults(func=_run)
 
-    check = sub.add_parser("check-config", help="validate the configuration and exit")
+    check = sub.command("check-config", help="validate the configuration and exit")
     _config_arg(check)
     check.set_defaults(func=_check_config)
 
-    keys = sub.add_parser("keys", help="the teacher's own keys (run on the teacher's computer)")
-    ksub = keys.add_subparsers(required=True, metavar="ACTION")
-    new = ksub.add_parser("new", help="make a signing key, an encryption identity and a teacher card")
-    new.add_argument("--teacher-id", required=True)
-    new.add_argument("--name", help="display name (default: the teacher id)")
-    new.add_argument("--dir", type=Path, default=Path("."), help="where to write the files")
-    new.add_argument("--passphrase-file", type=Path)
-    new.add_argument("--force", action="store_true", help="overwrite existing key files")
-    new.set_defaults(func=_keys_new)
-    show = ksub.add_parser("show", help="show a teacher card and its fingerprint")
-    show.add_argument("card", type=Path)
-    show.set_defaults(func=_keys_show)
+    ksub = sub.group("keys")
     device = ksub.add_parser("device", help="show this unit's manifest-signing key fingerprint")
     _config_arg(device)
     device.set_defaults(func=_keys_device)
 
-    dec = sub.add_parser("decrypt", help="check a downloaded recording and join it into one video")
-    dec.add_argument("directory", type=Path, help="the recording's files (segments and manifest)")
-    dec.add_argument("-o", "--output", type=Path, required=True, help="the MP4 to write")
-    dec.add_argument("--identity", type=Path, required=True, help="your <id>.identity.age")
-    dec.add_argument("--passphrase-file", type=Path)
-    dec.add_argument("--device-fingerprint", help="refuse unless the unit's key has this fingerprint")
-    dec.add_argument("--trust-new-unit", action="store_true",
-                     help="trust a unit not pinned and not known yet, and remember it (compare the "
-                          "fingerprint printed with `classcam keys device` on the unit)")
-    dec.add_argument("--recording-id",
-                     help="refuse unless the files are this recording (default: the directory's "
-                          "name, when it is a recording id, as `account get` names it)")
-    dec.add_argument("--known-devices", type=Path,
-                     help="units trusted so far (default ~/.config/classcam/known_devices.json)")
-    dec.set_defaults(func=_decrypt)
-
-    account = sub.add_parser("account", help="your recordings on the account server")
-    asub = account.add_subparsers(required=True, metavar="ACTION")
-    als = asub.add_parser("ls", help="list your recordings")
-    aget = asub.add_parser("get", help="download a recording's files (then: classcam decrypt)")
-    aget.add_argument("recording_id")
-    aget.add_argument("-o", "--output", type=Path, help="directory (default: ./RECORDING_ID)")
-    arm = asub.add_parser("rm", help="delete a recording from the account")
-    arm.add_argument("recording_id")
-    for cmd, func in ((als, _account_ls), (aget, _account_get), (arm, _account_rm)):
-        cmd.add_argument("--url", required=True, help="the account server, https://...")
-        cmd.add_argument("--teacher-id", required=True)
-        cmd.add_argument("--cert", type=Path, required=True, help="your account certificate")
-        cmd.add_argument("--key", type=Path, required=True, help="its private key")
-        cmd.add_argument("--ca", type=Path, help="the server's CA (default: the system's)")
-        cmd.set_defaults(func=func)
-
-    roster = sub.add_parser("roster", help="teachers enrolled on this unit")
-    rsub = roster.add_subparsers(required=True, metavar="ACTION")
+    rsub = sub.group("roster", help="teachers enrolled on this unit")
     add = rsub.add_parser("add", help="enrol a teacher card")
     add.add_argument("card", type=Path)
     add.add_argument("--replace", action="store_true", help="replace a card with another key")
@@ -108,8 +52,7 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--roster-dir", type=Path, help="instead of the configured roster_dir")
         cmd.set_defaults(func=func)
 
-    token = sub.add_parser("token", help="start tokens")
-    tsub = token.add_subparsers(required=True, metavar="ACTION")
+    tsub = sub.group("token", help="start tokens")
     mint = tsub.add_parser("mint", help="mint a token, as a PIN pad does")
     mint.add_argument("--key", type=Path, required=True, help="the teacher's signing.pem")
     mint.add_argument("--card", type=Path, required=True, help="the teacher's card.json")
@@ -120,10 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     mint.add_argument("--passphrase-file", type=Path)
     mint.set_defaults(func=_token_mint)
 
-    led = sub.add_parser("led-off", help="force the recording LED off (systemd ExecStopPost)")
+    led = sub.command("led-off", help="force the recording LED off (systemd ExecStopPost)")
     _config_arg(led)
     led.set_defaults(func=_led_off)
-    return p
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
@@ -153,32 +95,9 @@ def _check_config(args) -> int:
     return 0
 
 
-def _keys_new(args) -> int:
-    from appliance.keys import KeyFileError, new_teacher_keys, read_passphrase
-    from appliance.roster import CardRejected
-    try:
-        passphrase = read_passphrase(args.passphrase_file, "New passphrase: ", confirm=True)
-        card, files = new_teacher_keys(args.dir, args.teacher_id, args.name or args.teacher_id,
-                                       passphrase, overwrite=args.force)
-    except (KeyFileError, CardRejected, OSError) as e:
-        raise UsageError(str(e)) from None
-    print(f"teacher card:      {files.card}   (give this to IT)")
-    print(f"signing key:       {files.signing_key}   (keep; protected by your passphrase)")
-    print(f"decryption key:    {files.identity}   (keep; protected by your passphrase)")
-    print(f"fingerprint:       {card.fingerprint}")
-    return 0
-
-
-def _keys_show(args) -> int:
-    card = _read_card(args.card)
-    print(json.dumps({"teacher_id": card.teacher_id, "name": card.name,
-                      "recipient": card.recipient, "fingerprint": card.fingerprint}, indent=2))
-    return 0
-
-
 def _keys_device(args) -> int:
     from appliance.device_key import DeviceKeyError, load
-    from capture.keyformat import fingerprint
+    from formats.keytext import fingerprint
     state_dir = _config(args).device.state_dir
     try:
         key = load(state_dir)
@@ -186,76 +105,6 @@ def _keys_device(args) -> int:
         raise UsageError(str(e)) from None
     print(f"device {_config(args).device.id}: manifest key fingerprint "
           f"{fingerprint(key.public_key())}")
-    return 0
-
-
-def _decrypt(args) -> int:
-    from appliance.decrypt import KnownDevices, RecordingRefused, decrypt_recording
-    from appliance.ids import is_recording_id
-    from appliance.keys import KeyFileError, load_identity, read_passphrase
-    try:
-        identity = load_identity(args.identity, read_passphrase(args.passphrase_file))
-    except (KeyFileError, OSError) as e:
-        raise UsageError(str(e)) from None
-    known = KnownDevices(args.known_devices) if args.known_devices else KnownDevices.default()
-    recording_id = args.recording_id
-    if recording_id is None and is_recording_id(args.directory.resolve().name):
-        recording_id = args.directory.resolve().name
-    try:
-        lesson = decrypt_recording(args.directory, identity, args.output, known,
-                                   args.device_fingerprint, recording_id=recording_id,
-                                   trust_new_unit=args.trust_new_unit)
-    except RecordingRefused as e:
-        for reason in e.reasons:
-            print(f"classcam: {args.directory}: refused: {reason}", file=sys.stderr)
-        return 1
-    print(f"{lesson.output}: recording {lesson.recording_id}, {lesson.segments} segment(s), "
-          f"{lesson.video_frames} frames, {lesson.seconds:.1f} s")
-    trust = "first recording from this unit: remembered" if lesson.device_first_seen else "known"
-    print(f"made by {lesson.device_id}, key {lesson.device_fingerprint} ({trust}; compare with "
-          "`classcam keys device` on the unit)")
-    if not lesson.complete:
-        print(f"the unit restarted during this recording ({lesson.ended_by}): every segment "
-              "sealed before that is here")
-    elif lesson.ended_by.startswith("fault"):
-        print(f"recording ended early: {lesson.ended_by}")
-    return 0
-
-
-@contextlib.contextmanager
-def _account(args) -> Iterator:
-    """The teacher's account; an `AccountError` becomes the command's one-line error."""
-    from appliance.account import Account, AccountError
-    try:
-        with Account(args.url, args.teacher_id, args.cert, args.key, args.ca) as account:
-            yield account
-    except AccountError as e:
-        raise UsageError(e.reason) from None
-
-
-def _account_ls(args) -> int:
-    with _account(args) as account:
-        recordings = account.recordings()
-    for r in recordings:
-        names = [f["name"] for f in r["files"]]
-        size = sum(f["size"] for f in r["files"])
-        whole = "manifest" if "manifest.age" in names else "no manifest yet"
-        print(f"{r['recording_id']}\t{len(names)} file(s)\t{size / 1e6:.1f} MB\t{whole}")
-    return 0
-
-
-def _account_get(args) -> int:
-    into = args.output or Path(args.recording_id)
-    with _account(args) as account:
-        paths = account.download(args.recording_id, into)
-    print(f"{into}: {len(paths)} file(s), each checked against the account's SHA-256")
-    return 0
-
-
-def _account_rm(args) -> int:
-    with _account(args) as account:
-        account.delete(args.recording_id)
-    print(f"deleted {args.recording_id}")
     return 0
 
 
@@ -294,11 +143,11 @@ def _roster_remove(args) -> int:
 
 
 def _token_mint(args) -> int:
-    from appliance.keys import KeyFileError, load_signing_key, read_passphrase
+    from teacher_tools.keys import KeyFileError, load_signing_key, read_passphrase
     from appliance.token import MAX_LIFETIME_S, mint
     if not 0 < args.lifetime <= MAX_LIFETIME_S:
         raise UsageError(f"--lifetime must be 1 to {MAX_LIFETIME_S} seconds")
-    card = _read_card(args.card)
+    card = read_card(args.card)
     try:
         key = load_signing_key(args.key, read_passphrase(args.passphrase_file))
     except (KeyFileError, OSError) as e:
@@ -315,16 +164,6 @@ def _led_off(args) -> int:
     led.off()
     led.close()
     return 0
-
-
-def _read_card(path: Path):
-    from appliance.roster import CardRejected, TeacherCard
-    try:
-        return TeacherCard.parse(path.read_bytes())
-    except CardRejected as e:
-        raise UsageError(f"{path}: refused: {e.reason}") from None
-    except OSError as e:
-        raise UsageError(f"{path}: {e.strerror}") from None
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
                       model_validator)
 
+from formats import ids
+
 DEFAULT_PATH = Path("/etc/classcam/classcam.toml")
 
 # The protocol's wording: the camera records video and audio, for the teacher's own professional
@@ -48,10 +50,18 @@ class _Section(BaseModel):
 
 
 class DeviceConfig(_Section):
-    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    id: str
     roster_dir: FilePath = Path("/etc/classcam/teachers.d")
     state_dir: FilePath = Path("/var/lib/classcam")
     runtime_dir: FilePath = Path("/run/classcam")
+
+    @field_validator("id")
+    @classmethod
+    def _device_id(cls, value: str) -> str:
+        problem = ids.device_id_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
 
 class RecordingConfig(_Section):

@@ -119,7 +119,7 @@ async def serve(config: Config, hw: Hardware, client: UploadClient | None = None
         serial_link = SerialPadLink(link, config.pad.serial, config.pad.serial_baud, loop)
         serial_link.start()
     hw.button.when_pressed = lambda: asyncio.run_coroutine_threadsafe(unit.press("button"), loop)
-    services = [asyncio.create_task(start(unit)) for start in hw.services]
+    services = [asyncio.create_task(start(unit)) for start in hw.tasks]
 
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

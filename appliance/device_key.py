@@ -11,7 +11,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from uploader.durable import atomic_write
+from formats.durable import atomic_write
 
 FILE = "device.key"
 

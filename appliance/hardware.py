@@ -1,16 +1,20 @@
-"""Hardware backends, chosen by a factory the way gpiozero chooses a pin factory.
+"""Hardware backends, found by name the way gpiozero finds a pin factory (`gpiozero_pin_factories`).
 
     hw = make_hardware("sim", config)     # or "pi"; $CLASSCAM_HW or `--hw` pick it
     hw.recording_led.on()
 
-The daemon's code is the same on a Pi and on a PC; only this bundle differs. Nothing here
-imports `hwsim` except the `sim` branch of `make_hardware`.
+A backend is a function `(Config) -> Hardware` registered under the entry-point group
+`classcam.hardware` by the distribution that provides it: `pi` by the daemon's own
+(`appliance/pi_hardware.py`), `sim` by the simulator's (`classcam-sim`, `hwsim/factory.py`). The
+daemon's code is the same on a Pi and on a PC; only this bundle differs, and it never names a
+backend's module.
 """
 from __future__ import annotations
 
 import os
 import shutil
 from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
@@ -24,7 +28,7 @@ from led_indicator.lights import RecordingLed, StatusLed
 if TYPE_CHECKING:
     from appliance.unit import Unit
 
-KINDS = ("pi", "sim")
+HARDWARE_GROUP = "classcam.hardware"
 
 
 class Trace(Protocol):
@@ -49,11 +53,10 @@ class Hardware:
     microphone: Microphone
     trace: Trace = no_trace
     free_bytes: Callable[[Path], int] = lambda path: shutil.disk_usage(path).free
-    # Extra tasks the backend runs beside the daemon (the simulator's control socket and pad).
-    services: list[Callable[["Unit"], Awaitable[None]]] = field(default_factory=list)
+    # Tasks a backend runs beside the daemon, each given the running unit and cancelled when the
+    # daemon stops; the Pi backend runs none.
+    tasks: list[Callable[["Unit"], Awaitable[None]]] = field(default_factory=list)
     on_close: list[Callable[[], None]] = field(default_factory=list)
-    # Backend-specific handles for tests and tools (the simulator's `SimParts`); None on a Pi.
-    parts: Any = None
 
     def close(self) -> None:
         """Release every device; the recording LED is darkened first."""
@@ -65,21 +68,21 @@ class Hardware:
 
 
 def hardware_kind(cli_choice: str | None) -> str:
-    """`--hw` if given, else $CLASSCAM_HW, else `pi`."""
+    """`--hw` if given, else $CLASSCAM_HW, else `pi`; ValueError unless a backend of that name is
+    installed."""
     kind = cli_choice or os.environ.get("CLASSCAM_HW", "pi")
-    if kind not in KINDS:
-        raise ValueError(f"unknown hardware kind {kind!r} (choose from {', '.join(KINDS)})")
+    _backend(kind)
     return kind
 
 
 def make_hardware(kind: str, config: Config) -> Hardware:
     """Build the backends of `kind` for `config`."""
-    if kind == "sim":
-        from hwsim.factory import make_sim_hardware
-        return make_sim_hardware(config)
-    if kind == "pi":
-        return _make_pi_hardware(config)
-    raise ValueError(f"unknown hardware kind {kind!r}")
+    return _backend(kind).load()(config)
+
+
+def backends() -> dict[str, EntryPoint]:
+    """The installed hardware backends by name."""
+    return {ep.name: ep for ep in entry_points(group=HARDWARE_GROUP)}
 
 
 def capture_settings(config: Config) -> CaptureSettings:
@@ -87,15 +90,9 @@ def capture_settings(config: Config) -> CaptureSettings:
     return CaptureSettings(**config.capture.model_dump())
 
 
-def _make_pi_hardware(config: Config) -> Hardware:
-    from appliance.speaker import SoundDeviceSpeaker
-    from capture.pi import PiCamera, SoundDeviceMicrophone
-    gpio, c = config.gpio, config.capture
-    return Hardware(
-        button=gpiozero.Button(gpio.button_pin, pull_up=True, bounce_time=gpio.button_bounce_s or None),
-        recording_led=RecordingLed(gpio.recording_led_pin),
-        status_led=StatusLed(gpio.status_led_pins),
-        speaker=SoundDeviceSpeaker(),
-        camera=PiCamera((c.width, c.height), c.fps),
-        microphone=SoundDeviceMicrophone(c.audio_rate),
-    )
+def _backend(kind: str) -> EntryPoint:
+    found = backends()
+    if kind not in found:
+        raise ValueError(f"unknown hardware kind {kind!r} (installed: "
+                         f"{', '.join(sorted(found)) or 'none'})")
+    return found[kind]

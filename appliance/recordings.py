@@ -12,10 +12,10 @@ import time
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from capture.manifest import (MANIFEST_FILE, SegmentEntry, segment_file, sidecar_file,
+from formats.manifest import (MANIFEST_FILE, SegmentEntry, segment_file, sidecar_file,
                               write_manifest)
 from capture.sealing import remove_partials
-from uploader.durable import fsync_dir, sha256_file
+from formats.durable import fsync_dir, sha256_file
 from uploader.spool import Recording, Spool
 
 log = logging.getLogger(__name__)

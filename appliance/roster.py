@@ -1,118 +1,20 @@
-"""Teacher cards and the roster of teachers enrolled on this unit.
-
-A *teacher card* is a small JSON file made on the teacher's own computer (`classcam keys new`):
-
-    {"classcam_card": 1, "teacher_id": "t-evans", "name": "Ms Evans",
-     "signing_key": "<base64url Ed25519 public key>", "recipient": "age1...",
-     "signature": "<base64url Ed25519 signature>"}
-
-The signature, by the card's own signing key, covers every other field, so nobody can swap the
-encryption recipient (P5) or the name without the teacher's key. The parser accepts exactly these
-fields and nothing else; a display name holding a control, format (bidi override, zero width) or
-line-separator character is refused, so that printing it cannot rewrite what IT reads. The roster
-is one card per teacher in `teachers.d/`, named `<id>.json`.
+"""The roster of teachers enrolled on this unit: one verified teacher card per teacher in
+`teachers.d/`, named `<id>.json`. The card format is `formats/card.py`.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import stat
-import unicodedata
-from dataclasses import dataclass
 from pathlib import Path
 
-import pyrage
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
-from appliance.ids import TEACHER_ID_RULE, is_teacher_id
-from capture.keyformat import b64, ed25519_public_key, fingerprint, raw_public, unb64
-from uploader.durable import atomic_write, fsync_dir
+from formats import ids
+from formats.card import MAX_CARD_BYTES, CardRejected, TeacherCard, printable
+from formats.durable import atomic_write, fsync_dir
 
 log = logging.getLogger(__name__)
 
-CARD_VERSION = 1
-MAX_CARD_BYTES = 4096
-_DOMAIN = b"classcam teacher card v1\n"
-_FIELDS = {"classcam_card", "teacher_id", "name", "signing_key", "recipient", "signature"}
-
-
-class CardRejected(Exception):
-    """A teacher card that must not be enrolled; `reason` says why in a few words."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class TeacherCard:
-    """A verified teacher card: who the teacher is, the key their tokens are signed with, and the
-    age recipient their recordings are encrypted to."""
-
-    teacher_id: str
-    name: str
-    signing_key: Ed25519PublicKey
-    recipient: str
-
-    @classmethod
-    def create(cls, teacher_id: str, name: str, signing_key: Ed25519PrivateKey,
-               recipient: str) -> tuple["TeacherCard", bytes]:
-        """Sign a new card; returns the card and its JSON file contents. Raises `CardRejected`
-        for anything `parse` would refuse, so a teacher never gets a card IT cannot enrol."""
-        _check_id(teacher_id)
-        body = _body(teacher_id, name, b64(raw_public(signing_key.public_key())), recipient)
-        signature = signing_key.sign(_DOMAIN + _canonical(body))
-        doc = dict(body, signature=b64(signature))
-        data = (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
-        return cls.parse(data), data
-
-    @classmethod
-    def parse(cls, data: bytes) -> "TeacherCard":
-        """Parse and verify a card, or raise `CardRejected` with the reason."""
-        if len(data) > MAX_CARD_BYTES:
-            raise CardRejected("card is too large")
-        try:
-            doc = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
-            raise CardRejected("card is not JSON") from None
-        if not isinstance(doc, dict) or set(doc) != _FIELDS:
-            raise CardRejected(f"card must have exactly the fields {sorted(_FIELDS)}")
-        if doc["classcam_card"] != CARD_VERSION:
-            raise CardRejected(f"unsupported card version {doc['classcam_card']!r}")
-        for field in _FIELDS - {"classcam_card"}:
-            if not isinstance(doc[field], str):
-                raise CardRejected(f"{field} must be a string")
-        _check_id(doc["teacher_id"])
-        if not doc["name"].strip() or len(doc["name"]) > 200:
-            raise CardRejected("name must be 1 to 200 characters")
-        hidden = _unprintable(doc["name"])
-        if hidden:
-            raise CardRejected(f"name holds control or invisible characters ({hidden})")
-        try:
-            pyrage.x25519.Recipient.from_str(doc["recipient"])
-        except Exception:
-            raise CardRejected("recipient is not an age X25519 recipient") from None
-        try:
-            raw_key, signature = unb64(doc["signing_key"]), unb64(doc["signature"])
-        except ValueError:
-            raise CardRejected("signing key or signature is not valid base64url") from None
-        try:
-            key = ed25519_public_key(raw_key)
-        except ValueError as e:
-            raise CardRejected(f"signing key is refused: {e}") from None
-        body = _body(doc["teacher_id"], doc["name"], doc["signing_key"], doc["recipient"])
-        try:
-            key.verify(signature, _DOMAIN + _canonical(body))
-        except InvalidSignature:
-            raise CardRejected("binding signature does not verify") from None
-        return cls(doc["teacher_id"], doc["name"], key, doc["recipient"])
-
-    @property
-    def fingerprint(self) -> str:
-        """Short hex fingerprint of the signing key, for a person to compare."""
-        return fingerprint(self.signing_key)
+__all__ = ["CardRejected", "Roster", "TeacherCard"]
 
 
 class Roster:
@@ -128,7 +30,7 @@ class Roster:
 
     def get(self, teacher_id: str) -> TeacherCard | None:
         """The verified card of `teacher_id`, or None if that teacher is not enrolled."""
-        if not is_teacher_id(teacher_id):
+        if not ids.is_teacher_id(teacher_id):
             return None
         path = self.directory / f"{teacher_id}.json"
         try:
@@ -147,7 +49,7 @@ class Roster:
         """Every valid enrolled card, sorted by teacher id."""
         found = []
         for path in sorted(self.directory.glob("*.json")):
-            if not is_teacher_id(path.stem):
+            if not ids.is_teacher_id(path.stem):
                 self._log_bad(path, CardRejected("the file name is not <teacher id>.json"))
                 continue
             card = self.get(path.stem)
@@ -168,7 +70,7 @@ class Roster:
 
     def remove(self, teacher_id: str) -> bool:
         """Unenrol `teacher_id`; returns False if they were not enrolled."""
-        if not is_teacher_id(teacher_id):
+        if not ids.is_teacher_id(teacher_id):
             return False
         try:
             (self.directory / f"{teacher_id}.json").unlink()
@@ -181,26 +83,6 @@ class Roster:
         if str(path) not in self._logged_bad:
             self._logged_bad.add(str(path))
             log.warning("roster: ignoring %s: %s", printable(path.name), error)
-
-
-def printable(text: str) -> str:
-    """`text` as it may be shown on a terminal: every control, format (bidi override, zero
-    width), separator, private-use or unassigned character written as a Python escape such as
-    `\\u202e`, so that the text cannot move the cursor, recolour or reorder what follows it."""
-    return "".join(ascii(c)[1:-1] if unicodedata.category(c) in _UNPRINTABLE else c
-                   for c in text)
-
-
-# Unicode categories a display name must not hold: Cc control (newline, escape), Cf format (bidi
-# overrides and isolates, zero-width characters), Cs lone surrogates, Co private use, Cn
-# unassigned, Zl/Zp line and paragraph separators.
-_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
-
-
-def _unprintable(text: str) -> str:
-    """The characters of `text` that `printable` would escape, escaped, or "" if none."""
-    return printable("".join(c for c in dict.fromkeys(text)
-                             if unicodedata.category(c) in _UNPRINTABLE))
 
 
 def _read_card_file(path: Path) -> bytes:
@@ -217,22 +99,3 @@ def _read_card_file(path: Path) -> bytes:
         if info.st_size > MAX_CARD_BYTES:
             raise CardRejected("card is too large")
         return f.read(MAX_CARD_BYTES + 1)
-
-
-def _check_id(teacher_id: str) -> None:
-    if not is_teacher_id(teacher_id):
-        raise CardRejected(f"teacher_id must be {TEACHER_ID_RULE}")
-
-
-def _body(teacher_id: str, name: str, signing_key: str, recipient: str) -> dict:
-    return {"classcam_card": CARD_VERSION, "teacher_id": teacher_id, "name": name,
-            "signing_key": signing_key, "recipient": recipient}
-
-
-def _canonical(body: dict) -> bytes:
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-
-
-

@@ -20,7 +20,7 @@ from typing import Callable
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from appliance.ids import is_teacher_id
+from formats.ids import is_teacher_id
 from appliance.roster import Roster
 
 ALGORITHMS = ["EdDSA"]  # hard-coded, never from the token or the configuration

@@ -39,20 +39,16 @@ import av
 import numpy as np
 
 from capture.devices import CaptureError, without_frames
-from capture.manifest import SegmentEntry, sidecar_file
+from formats.manifest import SegmentEntry, sidecar_file
 from capture.sealing import Sealed, SealingSink
-from uploader.durable import atomic_write
+from formats.durable import atomic_write
+from formats.media import TIMELINE_START
 
 log = logging.getLogger(__name__)
 
 # Frames converted ahead of the encoder: enough to overlap the two threads, few enough that a
 # stop has little to flush (each 720p frame is 1.4 MB here).
 QUEUE_FRAMES = 4
-
-# Every segment's timestamps sit on one timeline that starts here. AAC's first (priming) packet
-# has a negative time, and a muxer shifts a file whose times go below zero; shifting only the
-# first segment would break the join between it and the second (DESIGN: "timestamps continuous").
-TIMELINE_START = Fraction(1)
 
 # A device read returns within `stall_timeout_s`, so a reader still busy this long after two
 # reads' worth of that (camera, then microphone) is stuck in a device that ignores its timeout.

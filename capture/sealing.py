@@ -24,8 +24,8 @@ from pathlib import Path
 import pyrage
 
 from capture.devices import CaptureError, without_frames
-from capture.manifest import segment_file
-from uploader.durable import fsync_dir
+from formats.manifest import segment_file
+from formats.durable import fsync_dir
 
 PARTIAL_SUFFIX = ".partial"
 # pyrage reads its input 8 KiB at a time through Python; a 64 KiB pipe and 8 KiB buffers make

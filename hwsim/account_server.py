@@ -1,5 +1,7 @@
 """The reference account server: the upload API of README.md ("The upload API") over real HTTPS
-with mutual TLS, for the simulator, the tests and a school's platform to compare against.
+with mutual TLS, for the simulator, the tests and a school's platform to compare against. The
+contract it keeps (addresses, roles, answers) is `account_api.py`; this module is the server around
+it: TLS, streaming bodies to disk, resumable uploads, and the fault switches tests use.
 
     pki = TestPki.create(tmp / "pki")
     server = AccountServer(tmp / "account", pki)
@@ -44,13 +46,14 @@ from pathlib import Path
 from socketserver import TCPServer
 from typing import Any, BinaryIO, Callable, Iterator
 
-from appliance.ids import is_recording_id, is_teacher_id
-from hwsim.pki import DEVICE, TEACHER, TestPki
-from uploader.durable import fsync_dir
+from formats import ids
+from formats.durable import fsync_dir
+from hwsim.account_api import Address as _Address
+from hwsim.account_api import (DEVICE, TEACHER, Refusal, answer_existing, authorize, parse_address,
+                               role_and_name)
+from hwsim.pki import TestPki
 
 log = logging.getLogger(__name__)
-
-FILE_NAME = re.compile(r"seg-[0-9]{6}\.ts\.age|manifest\.age", re.ASCII)
 
 CONNECTION_TIMEOUT = 30.0   # a dead client frees its thread after this long
 IO_CHUNK = 256 * 1024
@@ -303,71 +306,6 @@ class _Plan:
     after_bytes: int | None = None
 
 
-# -- addresses and who may use them ------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _Address:
-    """A parsed, valid path: the list (`recording` None), a recording (`name` None) or a file."""
-
-    teacher: str
-    recording: str | None = None
-    name: str | None = None
-
-    @property
-    def kind(self) -> str:
-        return "list" if self.recording is None else "recording" if self.name is None else "file"
-
-
-class Refusal(Exception):
-    """An answer other than success: HTTP status, a reason, and extra fields for the JSON body."""
-
-    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None,
-                 **fields):
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.headers = headers or {}
-        self.fields = fields
-
-
-def parse_address(path: str) -> _Address:
-    """The address `path` names, or Refusal 404 (no such address) / 400 (a malformed part).
-    Nothing that passes can name a file outside the teacher's directory."""
-    if "?" in path or "#" in path:
-        raise Refusal(400, "query strings and fragments are not part of this API")
-    parts = path.split("/")
-    if len(parts) not in (5, 6, 7) or parts[:3] != ["", "v1", "teachers"] \
-            or parts[4] != "recordings":
-        raise Refusal(404, "no such address")
-    if not is_teacher_id(parts[3]):
-        raise Refusal(400, "malformed teacher id")
-    if len(parts) == 5:
-        return _Address(parts[3])
-    if not is_recording_id(parts[5]):
-        raise Refusal(400, "malformed recording id (32 lowercase hex digits)")
-    if len(parts) == 6:
-        return _Address(parts[3], parts[5])
-    if not FILE_NAME.fullmatch(parts[6]):
-        raise Refusal(400, "malformed file name (seg-NNNNNN.ts.age or manifest.age)")
-    return _Address(parts[3], parts[5], parts[6])
-
-
-def authorize(method: str, address: _Address, role: str | None, cn: str | None) -> None:
-    """Refusal 403 unless the README's role table allows `method` on `address` (P6)."""
-    if role == DEVICE:
-        if address.kind == "file" and method in ("PUT", "HEAD"):
-            return
-        raise Refusal(403, "a device may only PUT and HEAD files")
-    if role == TEACHER:
-        if cn != address.teacher:
-            raise Refusal(403, "a teacher may reach only their own recordings")
-        if (method == "GET" and address.kind in ("list", "file")) or \
-                (method == "DELETE" and address.kind == "recording"):
-            return
-        raise Refusal(403, "a teacher may only list, GET and DELETE their recordings")
-    raise Refusal(403, "client certificate has no classcam role")
-
-
 # -- the HTTP side ---------------------------------------------------------------------------
 
 class _Listener(ThreadingHTTPServer):
@@ -460,7 +398,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self.role, self.cn = _identity(self.connection.getpeercert())
+        self.role, self.cn = role_and_name(self.connection.getpeercert())
         self.account = self.server.account
 
     def handle_one_request(self) -> None:
@@ -557,7 +495,7 @@ class _Handler(BaseHTTPRequestHandler):
             stored = store.complete(address)
             if stored is not None:
                 self._body.drain()  # all of it, however large: the client must see this answer
-                status, answer = _answer_existing(stored, sha, size)
+                status, answer = answer_existing(stored, sha, size)
             elif span is None:
                 status, answer = self._put_whole(address, sha, size)
             else:
@@ -755,13 +693,6 @@ class _Handler(BaseHTTPRequestHandler):
         return int(values[0]) if values else None
 
 
-def _answer_existing(stored: tuple[int, str], sha: str, size: int) -> tuple[int, dict]:
-    stored_size, stored_sha = stored
-    if (stored_size, stored_sha) == (size, sha):
-        return 200, {"sha256": stored_sha, "size": stored_size}
-    raise Refusal(409, "different content is stored at this address", sha256=stored_sha)
-
-
 # -- storage -----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -906,11 +837,11 @@ class _Store:
         """The README's list: recordings with at least one complete file, complete files only."""
         out = []
         for rdir in _listdir(self.root / teacher):
-            if not is_recording_id(rdir.name):
+            if not ids.is_recording_id(rdir.name):
                 continue
             files = []
             for path in _listdir(rdir):
-                if not FILE_NAME.fullmatch(path.name):
+                if not ids.is_file_name(path.name):
                     continue
                 try:
                     with open(path, "rb") as f:
@@ -968,16 +899,6 @@ def _server_context(pki: TestPki) -> ssl.SSLContext:
     context.load_verify_locations(pki.ca_cert)
     context.load_cert_chain(pki.server.cert, pki.server.key)
     return context
-
-
-def _identity(cert: dict | None) -> tuple[str | None, str | None]:
-    """(role, common name) from a verified peer certificate; None where absent or ambiguous."""
-    attributes = [a for rdn in (cert or {}).get("subject", ()) for a in rdn]
-    cns = [v for k, v in attributes if k == "commonName"]
-    ous = [v for k, v in attributes if k == "organizationalUnitName"]
-    cn = cns[0] if len(cns) == 1 else None
-    role = ous[0] if len(ous) == 1 and ous[0] in (DEVICE, TEACHER) else None
-    return role, cn
 
 
 def _decimal(value: str, name: str) -> int:
@@ -1055,8 +976,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         pki = TestPki.create(args.pki)
         print(f"created a test CA in {args.pki}", flush=True)
-    for ids, role in ((args.device, DEVICE), (args.teacher, TEACHER)):
-        for ident in ids:
+    for idents, role in ((args.device, DEVICE), (args.teacher, TEACHER)):
+        for ident in idents:
             if not (args.pki / f"{role}-{ident}.pem").exists():
                 pki.issue(ident, role)
 

@@ -1,9 +1,11 @@
-"""The `sim` hardware factory: every part of the unit, simulated, all writing one timeline."""
+"""The `sim` hardware backend: every part of the unit, simulated, all writing one timeline.
+Registered as `sim` in the entry-point group `classcam.hardware` by the `classcam-sim`
+distribution; the daemon finds it by that name and never imports it."""
 from __future__ import annotations
 
 import asyncio
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gpiozero
 
@@ -44,7 +46,15 @@ class SimParts:
         return next(pin for pin, name in self.pin_factory.labels.items() if name == label)
 
 
-def make_sim_hardware(config: Config) -> Hardware:
+@dataclass
+class SimHardware(Hardware):
+    """The daemon's `Hardware`, with the simulated parts behind it for the simulator's own code
+    (the control socket, tests)."""
+
+    parts: SimParts = field(kw_only=True)
+
+
+def make_sim_hardware(config: Config) -> SimHardware:
     """Simulated hardware for `config`; its `SimParts` is `hardware.parts`."""
     sim = config.sim
     timeline = Timeline(sim.timeline)
@@ -67,7 +77,7 @@ def make_sim_hardware(config: Config) -> Hardware:
                "microphone": SimMicrophone(timeline, faults, c.audio_rate, sim.realtime)}
     parts = SimParts(timeline, faults, factory, speaker, devices)
     parts.status_led = StatusLed(gpio.status_led_pins, pin_factory=factory)
-    hw = Hardware(
+    hw = SimHardware(
         button=gpiozero.Button(gpio.button_pin, pull_up=True, bounce_time=None,
                                pin_factory=factory),
         recording_led=RecordingLed(gpio.recording_led_pin, pin_factory=factory),
@@ -86,8 +96,8 @@ def make_sim_hardware(config: Config) -> Hardware:
             await parts.pad.connect()
             await asyncio.Event().wait()
 
-        hw.services.append(run_pad)
+        hw.tasks.append(run_pad)
     if sim.control_socket is not None:
-        hw.services.append(lambda unit: control.serve(sim.control_socket, unit, parts))
+        hw.tasks.append(lambda unit: control.serve(sim.control_socket, unit, parts))
     hw.on_close.append(timeline.close)
     return hw

@@ -28,7 +28,7 @@ from typing import Iterator
 
 import tomli_w
 
-from appliance.keys import TeacherKeyFiles, new_teacher_keys
+from teacher_tools.keys import TeacherKeyFiles, new_teacher_keys
 from appliance.roster import Roster
 from hwsim import timeline as timeline_file
 from hwsim.account_server import AccountServer

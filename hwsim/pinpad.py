@@ -13,12 +13,12 @@ import json
 import logging
 from pathlib import Path
 
-from appliance.keys import KeyFileError, load_signing_key, seal_signing_key
+from teacher_tools.keys import KeyFileError, load_signing_key, seal_signing_key
 from appliance.padlink import encode
-from appliance.roster import TeacherCard
 from appliance.token import mint
+from formats.card import TeacherCard
 from hwsim.timeline import Timeline
-from uploader.durable import atomic_write
+from formats.durable import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from uploader.durable import atomic_write
-
-DEVICE = "classcam-device"
-TEACHER = "classcam-teacher"
+from formats.durable import atomic_write
+from hwsim.account_api import DEVICE, TEACHER  # the roles, named in each certificate's OU
 
 
 @dataclass(frozen=True)

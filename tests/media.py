@@ -9,7 +9,7 @@ from pathlib import Path
 import av
 import pyrage
 
-from appliance.keys import load_identity
+from teacher_tools.keys import load_identity
 from hwsim.capture import read_counter
 from hwsim.lab import PASSPHRASE, Lab
 

@@ -5,7 +5,7 @@ import json
 import socket
 from pathlib import Path
 
-from appliance.keys import load_signing_key
+from teacher_tools.keys import load_signing_key
 from appliance.roster import TeacherCard
 from appliance.token import mint
 from hwsim.lab import DEVICE_ID, PASSPHRASE, Lab

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import pytest
 import requests
 
-from appliance.account import Account, AccountError
+from teacher_tools.account import Account, AccountError
 from hwsim.account_server import AccountServer
 from hwsim import pki as test_ca   # (TestPki imported by name would look like a test class)
 from hwsim.pki import DEVICE, TEACHER, Credential

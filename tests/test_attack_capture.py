@@ -574,7 +574,7 @@ def test_a_recording_stopped_for_lack_of_room_lets_go_of_its_recorder_in_the_uni
 
     from appliance import unit as unit_module
     from appliance.config import parse
-    from appliance.keys import load_signing_key
+    from teacher_tools.keys import load_signing_key
     from appliance.notice import Notices, Sound
     from appliance.roster import Roster, TeacherCard
     from appliance.token import mint

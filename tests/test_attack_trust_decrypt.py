@@ -16,9 +16,9 @@ import pyrage
 import pytest
 
 from appliance import device_key
-from appliance.decrypt import KnownDevices, RecordingRefused, decrypt_recording
-from capture.keyformat import b64, fingerprint
-from capture.manifest import MANIFEST_FILE
+from teacher_tools.decrypt import KnownDevices, RecordingRefused, decrypt_recording
+from formats.keytext import b64, fingerprint
+from formats.manifest import MANIFEST_FILE
 from hwsim.lab import PASSPHRASE
 from tests.media import identity, recording_dirs
 

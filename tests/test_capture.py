@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from capture.manifest import MANIFEST_FILE, open_manifest
-from uploader.durable import sha256_file
+from formats.manifest import MANIFEST_FILE, open_manifest
+from formats.durable import sha256_file
 from hwsim.invariants import check_all, led_intervals
 from tests.media import (decode_segments, identity, looks_like_plaintext_media,
                          recording_dirs)

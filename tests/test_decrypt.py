@@ -15,9 +15,9 @@ import pyrage
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from appliance.decrypt import KnownDevices, RecordingRefused, decrypt_recording
-from capture.keyformat import b64, raw_public
-from capture.manifest import DOMAIN, MANIFEST_FILE
+from teacher_tools.decrypt import KnownDevices, RecordingRefused, decrypt_recording
+from formats.keytext import b64, raw_public
+from formats.manifest import DOMAIN, MANIFEST_FILE
 from hwsim.capture import read_counter
 from hwsim.lab import PASSPHRASE
 from tests.media import identity, recording_dirs

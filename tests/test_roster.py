@@ -5,10 +5,12 @@ import json
 import subprocess
 import sys
 
+import jwt
 import pyrage
 import pytest
+from jwt.utils import base64url_decode, base64url_encode
 
-from appliance.keys import KeyFileError, load_identity, load_signing_key
+from teacher_tools.keys import KeyFileError, load_identity, load_signing_key
 from appliance.roster import Roster, TeacherCard
 from hwsim.lab import PASSPHRASE
 
@@ -64,20 +66,31 @@ def test_roster_add_list_remove(made_keys, tmp_path):
     assert run.returncode == 2 and "not enrolled" in run.stderr
 
 
-def _tampered(made_keys, **changes) -> bytes:
+def _tampered(made_keys, resign: bool = False, **changes) -> bytes:
+    """The card with `changes` to its signed fields, under the old signature, or re-signed by the
+    teacher's own key (`resign`: a card its owner made wrong)."""
     doc = json.loads((made_keys / "t-ahmed.card.json").read_bytes())
-    doc.update(changes)
-    return json.dumps(doc).encode()
+    header, payload, signature = doc["jws"].split(".")
+    fields = json.loads(base64url_decode(payload))
+    fields.update(changes)
+    payload = json.dumps(fields).encode()
+    if resign:
+        key = load_signing_key(made_keys / "t-ahmed.signing.pem", PASSPHRASE)
+        jws = jwt.PyJWS().encode(payload, key, algorithm="EdDSA", headers={"typ": "classcam-card"})
+    else:
+        jws = ".".join([header, base64url_encode(payload).decode(), signature])
+    return json.dumps(dict(doc, jws=jws)).encode()
 
 
 @pytest.mark.parametrize("name, data, reason", [
     ("recipient swapped", lambda k: _tampered(k, recipient=str(pyrage.x25519.Identity.generate().to_public())),
      "binding signature does not verify"),
     ("id changed", lambda k: _tampered(k, teacher_id="t-head"), "binding signature does not verify"),
-    ("extra field", lambda k: _tampered(k, admin=True), "card must have exactly the fields"),
+    ("extra field", lambda k: _tampered(k, resign=True, admin=True), "card must have exactly the fields"),
     ("not json", lambda k: b"\x00garbage", "card is not JSON"),
-    ("bad recipient", lambda k: _tampered(k, recipient="age1nope"), "recipient is not an age X25519 recipient"),
-    ("version 2", lambda k: _tampered(k, classcam_card=2), "unsupported card version 2"),
+    ("bad recipient", lambda k: _tampered(k, resign=True, recipient="age1nope"),
+     "recipient is not an age X25519 recipient"),
+    ("version 3", lambda k: _tampered(k, resign=True, classcam_card=3), "unsupported card version 3"),
 ])
 def test_roster_refuses_bad_cards_with_the_reason(made_keys, tmp_path, name, data, reason):
     bad = tmp_path / "bad.card.json"

@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from appliance.recordings import finish, recover_interrupted
-from capture.manifest import MANIFEST_FILE, SegmentEntry, open_manifest, segment_file, sidecar_file
+from formats.manifest import MANIFEST_FILE, SegmentEntry, open_manifest, segment_file, sidecar_file
 from uploader.spool import FileState, Spool
 
 

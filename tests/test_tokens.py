@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from appliance.keys import load_signing_key
+from teacher_tools.keys import load_signing_key
 from appliance.roster import TeacherCard
 from hwsim.invariants import check_all, device_intervals
 from hwsim.lab import DEVICE_ID, PASSPHRASE

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from appliance.config import parse
-from appliance.keys import load_signing_key
+from teacher_tools.keys import load_signing_key
 from appliance.notice import Notices, Sound
 from appliance.roster import Roster, TeacherCard
 from appliance.token import mint

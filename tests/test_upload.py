@@ -10,8 +10,8 @@ import sys
 import time
 
 
-from appliance.decrypt import check_segments
-from capture.manifest import MANIFEST_FILE, open_manifest
+from teacher_tools.decrypt import check_segments
+from formats.manifest import MANIFEST_FILE, open_manifest
 from hwsim.invariants import check_all, device_intervals
 from hwsim.lab import PASSPHRASE
 from tests.media import decode_segments, identity

@@ -10,7 +10,7 @@ import time
 import pyrage
 import pytest
 
-from capture.manifest import segment_file
+from formats.manifest import segment_file
 from hwsim.account_server import AccountServer
 from hwsim.pki import DEVICE, TestPki
 from uploader.client import UploadClient, UploadSettings

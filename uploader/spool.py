@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from uploader.durable import atomic_write, fsync_dir, sha256_file
+from formats.durable import atomic_write, fsync_dir, sha256_file
 
 log = logging.getLogger(__name__)
 

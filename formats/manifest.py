@@ -34,8 +34,8 @@ import pyrage
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from capture.keyformat import b64, ed25519_public_key, fingerprint, raw_public, unb64
-from uploader.durable import atomic_write
+from formats.keytext import b64, ed25519_public_key, fingerprint, raw_public, unb64
+from formats.durable import atomic_write
 
 VERSION = 1
 DOMAIN = b"classcam manifest v1\n"

@@ -21,8 +21,8 @@ import pyrage
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from appliance.roster import TeacherCard
-from uploader.durable import atomic_write
+from formats.card import TeacherCard
+from formats.durable import atomic_write
 
 MIN_PASSPHRASE = 8
 

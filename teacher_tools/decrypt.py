@@ -23,9 +23,9 @@ from pathlib import Path
 import av
 import pyrage
 
-from capture.manifest import MANIFEST_FILE, Manifest, ManifestRejected, SegmentEntry, open_manifest
-from capture.pipeline import TIMELINE_START
-from uploader.durable import atomic_write, sha256_file
+from formats.manifest import MANIFEST_FILE, Manifest, ManifestRejected, SegmentEntry, open_manifest
+from formats.media import TIMELINE_START
+from formats.durable import atomic_write, sha256_file
 
 
 class RecordingRefused(Exception):

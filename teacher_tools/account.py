@@ -21,10 +21,9 @@ from urllib.parse import urlsplit
 
 import requests
 
-from appliance.ids import is_recording_id, is_teacher_id
-from uploader.durable import fsync_dir
+from formats import ids
+from formats.durable import fsync_dir
 
-FILE_NAME = re.compile(r"seg-[0-9]{6}\.ts\.age|manifest\.age", re.ASCII)
 SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
 
 CHUNK = 256 * 1024
@@ -49,7 +48,7 @@ class Account:
         `timeout` is (connect, read) seconds for every request."""
         if urlsplit(url).scheme != "https":
             raise AccountError(f"the account URL must be https://, not {url!r}")
-        if not is_teacher_id(teacher_id):
+        if not ids.is_teacher_id(teacher_id):
             raise AccountError(f"malformed teacher id {teacher_id!r}")
         self.url = url.rstrip("/")
         self.teacher_id = teacher_id
@@ -101,7 +100,7 @@ class Account:
     def _download_file(self, recording_id: str, listed: dict, into: Path) -> Path:
         name = listed["name"]
         path = f"/v1/teachers/{self.teacher_id}/recordings/{recording_id}/{name}"
-        final = into / name   # name matched FILE_NAME: it cannot leave `into`
+        final = into / name   # name is an ids.FILE_NAME: it cannot leave `into`
         temp = into / f".{name}.download"
         with self._request("GET", path, stream=True) as response:
             _expect(response, 200)
@@ -167,7 +166,7 @@ def _checked_listing(listing) -> list[dict]:
         for recording in listing:
             _recording_id(recording["recording_id"])
             for f in recording["files"]:
-                if not (isinstance(f["name"], str) and FILE_NAME.fullmatch(f["name"])
+                if not (ids.is_file_name(f["name"])
                         and isinstance(f["size"], int) and isinstance(f["sha256"], str)
                         and SHA256.fullmatch(f["sha256"])):
                     raise AccountError(f"the account lists a malformed file: {f!r:.80}")
@@ -177,7 +176,7 @@ def _checked_listing(listing) -> list[dict]:
 
 
 def _recording_id(value) -> str:
-    if not is_recording_id(value):
+    if not ids.is_recording_id(value):
         raise AccountError(f"malformed recording id {value!r:.40}")
     return value
 

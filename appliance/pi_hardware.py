@@ -1,0 +1,24 @@
+"""The `pi` hardware backend: a Raspberry Pi's GPIO (gpiozero), camera (picamera2) and sound
+card (sounddevice). Registered as `pi` in the entry-point group `classcam.hardware`."""
+from __future__ import annotations
+
+import gpiozero
+
+from appliance.config import Config
+from appliance.hardware import Hardware
+from led_indicator.lights import RecordingLed, StatusLed
+
+
+def make_pi_hardware(config: Config) -> Hardware:
+    """The unit's real devices, on the pins and at the sizes `config` names."""
+    from appliance.speaker import SoundDeviceSpeaker
+    from capture.pi import PiCamera, SoundDeviceMicrophone
+    gpio, c = config.gpio, config.capture
+    return Hardware(
+        button=gpiozero.Button(gpio.button_pin, pull_up=True, bounce_time=gpio.button_bounce_s or None),
+        recording_led=RecordingLed(gpio.recording_led_pin),
+        status_led=StatusLed(gpio.status_led_pins),
+        speaker=SoundDeviceSpeaker(),
+        camera=PiCamera((c.width, c.height), c.fps),
+        microphone=SoundDeviceMicrophone(c.audio_rate),
+    )
