@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 LED_CHECK_S = 0.2
 MB = 1024 * 1024
+FAULT = "fault"  # how a reason for a session's end that is a fault begins
 # A recording starts only with room for at least this many times `capture.min_free_mb`, the room
 # below which a running one stops: so a start is not followed at once by a stop.
 START_ROOM_FACTOR = 2
@@ -78,7 +79,7 @@ class Unit:
         self._notices = notices
         self._notices_error = notices_error
         self._device_key = device_key
-        self._ended_by = "stop"
+        self._ended_by: str | None = None  # why the session ends; the first reason stands
         self._verifier = TokenVerifier(roster, config.device.id, clock_synchronised,
                                        config.clock.skew_s)
         self._challenges = Challenges(config.recording.arm_timeout_s)
@@ -124,7 +125,7 @@ class Unit:
         if task is None:
             return
         self._hw.trace("stop_requested", why=why)
-        self._ended_by = why
+        self._end_because(why)
         self._stop_requested.set()
         self._cancel_notice.set()
         await asyncio.shield(task)
@@ -151,6 +152,7 @@ class Unit:
             return await self._refuse_full(room)
         self._stop_requested.clear()
         self._cancel_notice.clear()
+        self._ended_by = None
         self._set_state(State.STARTING)
         self._session_task = asyncio.create_task(self._session(token))
         return Result(True, "recording")
@@ -177,7 +179,6 @@ class Unit:
         opened = False    # a device was asked to open: the room is told when it stops
         recording = None
         recorder = None
-        self._ended_by = "stop"
         try:
             self.fault = None
             await asyncio.to_thread(self._guard.light)
@@ -223,7 +224,7 @@ class Unit:
                 raise recorder.error
             if time.monotonic() >= deadline:
                 self._hw.trace("stop_requested", why="maximum length")
-                self._ended_by = "maximum length"
+                self._end_because("maximum length")
                 return
 
     async def _end_session(self, recording, recorder: Recorder | None, speak: bool) -> None:
@@ -231,7 +232,7 @@ class Unit:
         if recorder is not None:
             # Stop reading and seal the last segment before the devices close under it.
             await asyncio.to_thread(recorder.stop)
-            if recorder.error is not None and not self._ended_by.startswith("fault"):
+            if recorder.error is not None and not self._ended_by_fault():
                 self._fail("capture", str(recorder.error))
         try:
             await asyncio.to_thread(self._guard.close_all)
@@ -254,19 +255,29 @@ class Unit:
         self._set_state(State.IDLE)
 
     async def _close_recording(self, recording, captured: bool) -> None:
+        ended_by = self._ended_by or "stop"
         if not captured:
             # Nothing was captured: leave no trace of who tried to record.
             await asyncio.to_thread(self._spool.forget, recording.recording_id)
             return
         entries = await asyncio.to_thread(recordings.finish, recording, self._spool,
-                                          self.config.device.id, self._device_key,
-                                          self._ended_by)
+                                          self.config.device.id, self._device_key, ended_by)
         self._hw.trace("manifest", recording=recording.recording_id, segments=len(entries),
-                       ended_by=self._ended_by)
+                       ended_by=ended_by)
 
     def _fail(self, component: str, reason: str) -> None:
-        self._ended_by = f"fault: {component}: {reason}"
+        self._end_because(f"{FAULT}: {component}: {reason}")
         self._set_fault(component, reason)
+
+    def _end_because(self, why: str) -> None:
+        """Note why the session ends, for its manifest. The first reason stands: a stop that
+        comes while a fault is ending the session does not hide the fault. Only a fault replaces
+        a stop, as the recorder may have failed before the stop reached it."""
+        if self._ended_by is None or (why.startswith(FAULT) and not self._ended_by_fault()):
+            self._ended_by = why
+
+    def _ended_by_fault(self) -> bool:
+        return self._ended_by is not None and self._ended_by.startswith(FAULT)
 
     async def _speak(self, sound: Sound, cancellable: bool) -> bool:
         cancel = self._cancel_notice if cancellable else threading.Event()
