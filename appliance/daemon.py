@@ -129,7 +129,10 @@ async def serve(config: Config, hw: Hardware, client: UploadClient | None = None
     stall_s = config.upload.connect_timeout_s + config.upload.read_timeout_s + UPLOADER_GRACE_S
 
     def healthy() -> bool:
+        # A unit wedged in a state (say `stopping`) is not healthy, whatever the uploader does.
         # While a recording runs the uploader is not judged: restarting would cut the lesson.
+        if not unit.healthy():
+            return False
         return uploader is None or unit.state is not State.IDLE or uploader.alive(stall_s)
 
     watchdog = asyncio.create_task(_watchdog(notifier, healthy))

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from led_indicator.guard import CaptureGuard, StillOpen
 from led_indicator.lights import LedFault
 from led_indicator.patterns import Pattern
-from uploader.spool import Spool
+from uploader.spool import Recording, Spool
 from uploader.worker import UploadStatus
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 LED_CHECK_S = 0.2
 MB = 1024 * 1024
 FAULT = "fault"  # how a reason for a session's end that is a fault begins
+# Beyond its own length (the arm timeout, the notice, the maximum recording) a state may last
+# this long for slow hardware: opening devices, sealing the last segment, writing the manifest.
+# Longer than that, the unit is wedged and `healthy()` says so.
+STATE_GRACE_S = 60.0
 # A recording starts only with room for at least this many times `capture.min_free_mb`, the room
 # below which a running one stops: so a start is not followed at once by a stop.
 START_ROOM_FACTOR = 2
@@ -72,6 +76,7 @@ class Unit:
                  notices_error: str | None = None):
         self.config = config
         self.state = State.IDLE
+        self._state_since = time.monotonic()
         self.fault: str | None = None
         self._hw = hw
         self._roster = roster
@@ -80,6 +85,8 @@ class Unit:
         self._notices_error = notices_error
         self._device_key = device_key
         self._ended_by: str | None = None  # why the session ends; the first reason stands
+        self._notice_s = 0.0 if notices is None else max(
+            s.seconds for s in (notices.start, notices.stop, notices.discard, notices.full))
         self._verifier = TokenVerifier(roster, config.device.id, clock_synchronised,
                                        config.clock.skew_s)
         self._challenges = Challenges(config.recording.arm_timeout_s)
@@ -173,6 +180,14 @@ class Unit:
         await self.stop("shutting down")
         self._cancel_arm_timer()
 
+    def healthy(self, now: float | None = None) -> bool:
+        """Whether the state machine still moves: idle, or in another state no longer than that
+        state can last (`now` is a `time.monotonic()` reading; the present by default). The
+        daemon stops feeding systemd's watchdog when not, so a unit wedged in `stopping` is
+        restarted: `led-off` darkens the LED and the next start finishes the recording (P7)."""
+        now = time.monotonic() if now is None else now
+        return now - self._state_since <= self._longest(self.state)
+
     # -- the recording session --------------------------------------------------------------
 
     async def _session(self, token: StartToken) -> None:
@@ -227,41 +242,62 @@ class Unit:
                 self._end_because("maximum length")
                 return
 
-    async def _end_session(self, recording, recorder: Recorder | None, speak: bool) -> None:
+    async def _end_session(self, recording: Recording | None, recorder: Recorder | None,
+                           speak: bool) -> None:
+        """Close the devices, darken the LED, finish the recording, tell the room. Whatever
+        fails on the way, the unit ends idle, with the reason on the status light and in the
+        journal; the LED stays lit only while a device may still be open (P2)."""
         self._set_state(State.STOPPING)
-        if recorder is not None:
-            # Stop reading and seal the last segment before the devices close under it.
-            await asyncio.to_thread(recorder.stop)
-            if recorder.error is not None and not self._ended_by_fault():
-                self._fail("capture", str(recorder.error))
         try:
-            await asyncio.to_thread(self._guard.close_all)
-        except StillOpen as e:
-            self._set_fault("capture", f"could not close {e}; recording LED stays on")
-        try:
-            await asyncio.to_thread(self._guard.darken)
-        except StillOpen:
-            pass  # already reported: the LED stays lit while a device may be open (P2)
-        except LedFault as e:
-            self._set_fault("led", str(e))
-        if recording is not None:
-            await self._close_recording(recording, captured=recorder is not None)
-        if speak and self._notices is not None:
-            try:
-                await self._speak(self._notices.stop, cancellable=False)
-            except NoticeUnavailable as e:
-                self._set_fault("speaker", str(e))
-        self._session_task = None
-        self._set_state(State.IDLE)
+            await self._close_devices(recorder)
+            if recording is not None:
+                await self._close_recording(recording, captured=recorder is not None)
+            if speak and self._notices is not None:
+                try:
+                    await self._speak(self._notices.stop, cancellable=False)
+                except NoticeUnavailable as e:
+                    self._set_fault("speaker", str(e))
+        except Exception as e:
+            log.exception("stopping failed")
+            self._set_fault("internal", f"{type(e).__name__}: {e}")
+        finally:
+            self._session_task = None
+            self._set_state(State.IDLE)
 
-    async def _close_recording(self, recording, captured: bool) -> None:
+    async def _close_devices(self, recorder: Recorder | None) -> None:
+        try:
+            if recorder is not None:
+                # Stop reading and seal the last segment before the devices close under it.
+                await asyncio.to_thread(recorder.stop)
+                if recorder.error is not None and not self._ended_by_fault():
+                    self._fail("capture", str(recorder.error))
+        finally:
+            try:
+                await asyncio.to_thread(self._guard.close_all)
+            except StillOpen as e:
+                self._set_fault("capture", f"could not close {e}; recording LED stays on")
+            try:
+                await asyncio.to_thread(self._guard.darken)
+            except StillOpen:
+                pass  # already reported: the LED stays lit while a device may be open (P2)
+            except LedFault as e:
+                self._set_fault("led", str(e))
+
+    async def _close_recording(self, recording: Recording, captured: bool) -> None:
         ended_by = self._ended_by or "stop"
-        if not captured:
-            # Nothing was captured: leave no trace of who tried to record.
-            await asyncio.to_thread(self._spool.forget, recording.recording_id)
+        try:
+            if not captured:
+                # Nothing was captured: leave no trace of who tried to record.
+                await asyncio.to_thread(self._spool.forget, recording.recording_id)
+                return
+            entries = await asyncio.to_thread(recordings.finish, recording, self._spool,
+                                              self.config.device.id, self._device_key, ended_by)
+        except Exception as e:  # e.g. the disk is full (ENOSPC)
+            # What was sealed stays queued for upload (P7); the next start finishes the
+            # recording (`recover_interrupted` writes the manifest, or removes an empty one).
+            self._set_fault("storage", f"could not finish a recording ({_why(e)}); it is "
+                                       "finished at the next start")
             return
-        entries = await asyncio.to_thread(recordings.finish, recording, self._spool,
-                                          self.config.device.id, self._device_key, ended_by)
         self._hw.trace("manifest", recording=recording.recording_id, segments=len(entries),
                        ended_by=ended_by)
 
@@ -355,8 +391,19 @@ class Unit:
     def _set_state(self, state: State) -> None:
         if state is not self.state:
             self.state = state
+            self._state_since = time.monotonic()
             self._hw.trace("state", state=state.value)
         self._show()
+
+    def _longest(self, state: State) -> float:
+        """How long `state` may last before the unit counts as wedged."""
+        if state is State.IDLE:
+            return float("inf")
+        own = {State.ARMED: self.config.recording.arm_timeout_s,
+               State.STARTING: self._notice_s,
+               State.RECORDING: self.config.recording.max_minutes * 60,
+               State.STOPPING: self._notice_s}[state]
+        return own + STATE_GRACE_S
 
     def _set_fault(self, component: str, reason: str) -> None:
         self.fault = component
@@ -376,3 +423,10 @@ class Unit:
         else:
             pattern = Pattern.IDLE
         self._hw.status_led.show(pattern)
+
+
+def _why(e: Exception) -> str:
+    """An error's reason without the path an OSError carries (it names the recording)."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e) or type(e).__name__

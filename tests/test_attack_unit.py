@@ -94,6 +94,154 @@ def _disk_full(path: Path) -> OSError:
     return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
 
+# -- item 8: a failure while finishing a recording ---------------------------------------------
+
+class ManifestCannotBeQueued(Spool):
+    """A spool whose disk fills up just as the manifest is queued."""
+
+    def add(self, recording, name, sha256):
+        if name == MANIFEST_FILE:
+            raise _disk_full(recording.path / name)
+        super().add(recording, name, sha256)
+
+
+class CannotForget(Spool):
+    """A spool that cannot remove a recording (the disk gives ENOSPC)."""
+
+    def forget(self, recording_id):
+        raise _disk_full(self.directory / recording_id)
+
+
+def _ended_idle_dark_and_showing(hw, unit: Unit, component: str) -> list[dict]:
+    events = list(hw.parts.timeline.events)
+    states = [e["state"] for e in events if e["ev"] == "state"]
+    assert states[-2:] == ["stopping", "idle"] and unit.state is State.IDLE
+    assert led_intervals(events) and all(off != float("inf") for _, off in led_intervals(events))
+    assert all(closed != float("inf") for _, _, closed in device_intervals(events))
+    assert unit.fault == component and hw.parts.status_led.pattern is Pattern.FAULT
+    assert check_all(events) == []
+    return events
+
+
+def test_a_manifest_that_cannot_be_written_leaves_the_unit_idle_and_dark_showing_why(
+        lab_template, caplog):
+    async def scenario(root: Path) -> None:
+        unit, hw, spool = _unit(lab_template, root, ManifestCannotBeQueued(root / "var" / "spool"))
+        try:
+            await _record_a_segment(lab_template, unit, spool)
+            (recording,) = spool.recordings()
+            await unit.press()  # stop: returns once the session is over, however it ended
+            events = _ended_idle_dark_and_showing(hw, unit, "storage")
+            (fault,) = [e for e in events if e["ev"] == "fault"]
+            assert fault["component"] == "storage"
+            assert "No space left on device" in fault["reason"]
+            # The room is still told that recording stopped.
+            stopping = events.index(next(e for e in events if e.get("state") == "stopping"))
+            assert [(e["label"], e["completed"]) for e in events[stopping:]
+                    if e["ev"] == "notice" and e["phase"] == "end"] == [("stop", True)]
+            # Every sealed segment stays queued for upload (P7).
+            sealed = sorted(p.name for p in recording.path.glob("seg-*.ts.age"))
+            queued = spool.files(recording.recording_id)
+            assert sealed and [f.name for f in queued] == sealed
+            assert {f.state for f in queued} == {FileState.SEALED}
+        finally:
+            await unit.shutdown()
+            spool.close()
+            hw.close()
+
+        # The next start finishes the recording: its manifest lists every sealed segment.
+        spool = Spool(root / "var" / "spool")
+        try:
+            spool.recover()
+            spool.reconcile()
+            recover_interrupted(spool, DEVICE_ID, Ed25519PrivateKey.generate())
+            assert spool.knows(recording.recording_id, MANIFEST_FILE)
+            manifest = open_manifest((recording.path / MANIFEST_FILE).read_bytes(),
+                                     identity(lab_template))
+            assert [s.file for s in manifest.segments] == sealed
+        finally:
+            spool.close()
+
+    with caplog.at_level("ERROR"):
+        _in_process(scenario)
+    journal = caplog.text
+    assert "fault: storage: could not finish a recording (No space left on device)" in journal
+    assert "var/spool" not in journal  # the path names the recording (P9)
+
+
+def test_a_recording_that_cannot_be_removed_still_leaves_the_unit_idle_and_dark(lab_template,
+                                                                                 caplog):
+    async def scenario(root: Path) -> None:
+        unit, hw, spool = _unit(lab_template, root, CannotForget(root / "var" / "spool"))
+        try:
+            hw.parts.faults.set("camera")  # nothing is captured, so the recording is removed
+            await unit.press()
+            assert (await unit.present(_token(lab_template, unit))).ok
+            await _until(lambda: unit.state is State.IDLE)
+            events = _ended_idle_dark_and_showing(hw, unit, "storage")
+            assert [e["component"] for e in events if e["ev"] == "fault"] == ["capture",
+                                                                               "storage"]
+            assert len(spool.recordings()) == 1
+        finally:
+            await unit.shutdown()
+            spool.close()
+            hw.close()
+        # The next start removes what holds nothing worth keeping.
+        spool = Spool(root / "var" / "spool")
+        try:
+            recover_interrupted(spool, DEVICE_ID, Ed25519PrivateKey.generate())
+            assert spool.recordings() == []
+        finally:
+            spool.close()
+
+    with caplog.at_level("ERROR"):
+        _in_process(scenario)
+    assert "fault: storage: could not finish a recording (No space left on device)" in caplog.text
+
+
+class WedgedManifest(Spool):
+    """A spool whose storage hangs when the manifest is queued, until `release` is set."""
+
+    def __init__(self, directory: Path):
+        super().__init__(directory)
+        self.release = threading.Event()
+
+    def add(self, recording, name, sha256):
+        if name == MANIFEST_FILE:
+            self.release.wait(30)
+        super().add(recording, name, sha256)
+
+
+def test_a_unit_wedged_in_stopping_is_not_healthy_beyond_its_bound(lab_template):
+    async def scenario(root: Path) -> None:
+        spool = WedgedManifest(root / "var" / "spool")
+        unit, hw, spool = _unit(lab_template, root, spool)
+        try:
+            now = time.monotonic()
+            assert unit.healthy() and unit.healthy(now + 24 * 3600)  # idle: always
+            await _record_a_segment(lab_template, unit, spool)
+            grace = state_machine.STATE_GRACE_S
+            assert unit.healthy() and unit.healthy(time.monotonic() + grace)
+            stop = asyncio.create_task(unit.press())
+            await _until(lambda: unit.state is State.STOPPING)
+            await asyncio.sleep(0.2)
+            assert unit.state is State.STOPPING  # wedged
+            wedged_at = time.monotonic()
+            assert unit.healthy()  # a stop may take a while (sealing, the manifest) ...
+            # ... but not for ever: then the daemon's watchdog goes quiet and systemd restarts.
+            assert not unit.healthy(wedged_at + grace + NOTICES.stop.seconds + 1)
+            spool.release.set()
+            await stop
+            assert unit.state is State.IDLE and unit.healthy(time.monotonic() + 24 * 3600)
+        finally:
+            spool.release.set()
+            await unit.shutdown()
+            spool.close()
+            hw.close()
+
+    _in_process(scenario)
+
+
 # -- item 13: the first reason a recording ended is the one its manifest keeps -------------------
 
 @pytest.mark.parametrize("fault", ["led", "microphone_error"])
