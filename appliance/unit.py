@@ -199,7 +199,10 @@ class Unit:
             await asyncio.to_thread(self._guard.light)
             if not await self._speak(self._notices.start, cancellable=True):
                 return
-            recording = self._spool.new_recording(token.teacher_id, token.recipient)
+            # Fsyncs and a synchronous SQLite commit: off the loop, so a stop pressed meanwhile
+            # is heard, and acted on below once the recording exists.
+            recording = await asyncio.to_thread(self._spool.new_recording, token.teacher_id,
+                                                token.recipient)
             for device in (self._hw.camera, self._hw.microphone):
                 if self._stop_requested.is_set():
                     return

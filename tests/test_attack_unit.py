@@ -242,6 +242,177 @@ def test_a_unit_wedged_in_stopping_is_not_healthy_beyond_its_bound(lab_template)
     _in_process(scenario)
 
 
+# -- item 10: storage work off the event loop; start-up does not grow with the spool ------------
+
+class SlowToCreate(Spool):
+    """A spool whose new recording takes until `release` (fsyncs and a FULL-sync commit on a
+    slow SD card)."""
+
+    def __init__(self, directory: Path):
+        super().__init__(directory)
+        self.creating = threading.Event()
+        self.created = threading.Event()
+        self.release = threading.Event()
+
+    def new_recording(self, teacher_id, recipient):
+        self.creating.set()
+        self.release.wait(5)
+        try:
+            return super().new_recording(teacher_id, recipient)
+        finally:
+            self.created.set()
+
+
+def test_a_stop_pressed_while_the_recording_is_being_created_is_heard_and_stops_it(
+        lab_template):
+    async def scenario(root: Path) -> None:
+        spool = SlowToCreate(root / "var" / "spool")
+        unit, hw, spool = _unit(lab_template, root, spool)
+        try:
+            await unit.press()
+            assert (await unit.present(_token(lab_template, unit))).ok
+            await _until(spool.creating.is_set)
+            # The loop is free while the recording is created: the stop press is taken now.
+            assert not spool.created.is_set(), "the event loop waited for the storage"
+            stop = asyncio.create_task(unit.press())
+            await asyncio.sleep(0.05)
+            assert not stop.done() and unit.state is State.STARTING
+            spool.release.set()
+            await stop
+            assert unit.state is State.IDLE
+            events = list(hw.parts.timeline.events)
+            assert device_intervals(events) == []  # nothing opened after the stop
+            assert spool.recordings() == []        # and no trace of who tried to record
+            (on, off), = led_intervals(events)
+            assert off != float("inf") and check_all(events) == []
+        finally:
+            spool.release.set()
+            await unit.shutdown()
+            spool.close()
+            hw.close()
+
+    _in_process(scenario)
+
+
+_OPENED: list[str] | None = None
+
+
+def _count_opens(event: str, args: tuple) -> None:
+    if event == "open" and _OPENED is not None and isinstance(args[0], (str, bytes, os.PathLike)):
+        _OPENED.append(os.fsdecode(args[0]))
+
+
+def _fill_spool(lab, recordings: int, segment_bytes: int) -> tuple[dict[str, int], Path]:
+    """A spool of `recordings` finished recordings of three segments each, all known to the
+    upload journal, and one more whose manifest the journal lost (a crash between writing and
+    queueing it). Returns every sealed file's size, and that manifest."""
+    card = TeacherCard.parse(lab.key_files(TEACHER).card.read_bytes())
+    key = Ed25519PrivateKey.generate()
+    spool = Spool(lab.spool_dir)
+    try:
+        for _ in range(recordings):
+            rec = spool.new_recording(TEACHER, card.recipient)
+            for index in (1, 2, 3):
+                path = rec.path / f"seg-{index:06d}.ts.age"
+                path.write_bytes(os.urandom(segment_bytes))
+                spool.add(rec, path.name, sha256_file(path))
+            finish(rec, spool, DEVICE_ID, key, "stop pressed")
+        lost = spool.new_recording(TEACHER, card.recipient)
+        write_manifest(lost.path, recording_id=lost.recording_id, teacher_id=TEACHER,
+                       device_id=DEVICE_ID, recipient=card.recipient, start=lost.start,
+                       end=lost.start, complete=True, ended_by="stop pressed", device_key=key)
+    finally:
+        spool.close()
+    sizes = {str(p): p.stat().st_size for p in lab.spool_dir.glob("*/*.age")}
+    return sizes, lost.path / MANIFEST_FILE
+
+
+async def _start_daemon(lab) -> None:
+    """Run the real daemon's `serve` in this process until its control socket answers."""
+    config = load(lab.config_path)
+    hw = make_sim_hardware(config)
+    daemon = asyncio.create_task(serve(config, hw))
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert not daemon.done(), daemon.result()
+            try:
+                reader, writer = await asyncio.open_unix_connection(str(lab.control_socket))
+                writer.write(b'{"cmd": "status"}\n')
+                reply = json.loads(await reader.readline())
+                writer.close()
+                if reply["ok"] and reply["state"] == "idle":
+                    return
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the daemon did not come up"
+            await asyncio.sleep(0.02)
+    finally:
+        daemon.cancel()
+        try:
+            await daemon
+        except asyncio.CancelledError:
+            pass
+        hw.close()
+
+
+def test_start_up_reads_only_what_the_upload_journal_lost_however_much_waits(lab_template,
+                                                                             short_dir):
+    global _OPENED
+    sys.addaudithook(_count_opens)  # sees every file the process opens, whoever opens it
+    read = {}
+    for recordings in (1, 12):
+        lab = lab_template.copy(short_dir / str(recordings))
+        sizes, lost = _fill_spool(lab, recordings, segment_bytes=256 * 1024)
+        _OPENED = []
+        try:
+            asyncio.run(_start_daemon(lab))
+            opened = set(_OPENED)
+        finally:
+            _OPENED = None
+        read[recordings] = sum(size for path, size in sizes.items() if path in opened)
+        # What the journal lost is read and queued; nothing it knew is read again.
+        assert {p for p in opened if p in sizes} == {str(lost)}
+        assert read[recordings] == sizes[str(lost)]
+        spool = Spool(lab.spool_dir)
+        try:
+            assert spool.knows(lost.parent.name, MANIFEST_FILE)
+            assert len(spool.files()) == 4 * recordings + 1
+        finally:
+            spool.close()
+        assert sum(sizes.values()) > 3 * 256 * 1024 * recordings
+    print(f"bytes read at start-up: {read[1]} with 1 recording waiting, {read[12]} with 12")
+
+
+def test_a_start_that_must_read_lost_files_tells_systemd_it_is_progressing(lab_template,
+                                                                          short_dir, monkeypatch):
+    lab = lab_template.copy(short_dir)
+    _fill_spool(lab, 2, segment_bytes=1024)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = lab.run_dir / "notify.sock"
+    listener.bind(str(path))
+    listener.settimeout(0)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    try:
+        asyncio.run(_start_daemon(lab))
+        messages = []
+        while True:
+            try:
+                messages.append(listener.recv(4096).decode())
+            except BlockingIOError:
+                break
+    finally:
+        listener.close()
+    extends = [m for m in messages if m.startswith("EXTEND_TIMEOUT_USEC=")]
+    assert len(extends) == 1  # one file the journal lost, one extension
+    assert messages.index(extends[0]) < messages.index("READY=1")
+
+
+def test_the_unit_file_bounds_start_up():
+    timeout = _last("TimeoutStartSec")
+    assert timeout is not None and timeout not in ("0", "infinity"), timeout
+
+
 # -- item 13: the first reason a recording ended is the one its manifest keeps -------------------
 
 @pytest.mark.parametrize("fault", ["led", "microphone_error"])
