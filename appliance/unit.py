@@ -85,6 +85,12 @@ class Unit:
         self._notices_error = notices_error
         self._device_key = device_key
         self._ended_by: str | None = None  # why the session ends; the first reason stands
+        # Who made the newest recording, kept for when it has left the spool by upload and its
+        # maker asks to discard it. Memory only: the SD card keeps no record of who recorded
+        # beyond what the upload needs (P9), so after a restart only a recording still here
+        # has a known maker.
+        _, newest = spool.newest()
+        self._maker_of_newest = newest.teacher_id if newest is not None else None
         self._notice_s = 0.0 if notices is None else max(
             s.seconds for s in (notices.start, notices.stop, notices.discard, notices.full))
         self._verifier = TokenVerifier(roster, config.device.id, clock_synchronised,
@@ -201,8 +207,10 @@ class Unit:
                 return
             # Fsyncs and a synchronous SQLite commit: off the loop, so a stop pressed meanwhile
             # is heard, and acted on below once the recording exists.
+            self._maker_of_newest = None
             recording = await asyncio.to_thread(self._spool.new_recording, token.teacher_id,
                                                 token.recipient)
+            self._maker_of_newest = token.teacher_id
             for device in (self._hw.camera, self._hw.microphone):
                 if self._stop_requested.is_set():
                     return
@@ -291,6 +299,7 @@ class Unit:
         try:
             if not captured:
                 # Nothing was captured: leave no trace of who tried to record.
+                self._maker_of_newest = None
                 await asyncio.to_thread(self._spool.forget, recording.recording_id)
                 return
             entries = await asyncio.to_thread(recordings.finish, recording, self._spool,
@@ -324,14 +333,23 @@ class Unit:
         return completed and not (cancellable and self._stop_requested.is_set())
 
     async def _discard(self, token: StartToken) -> Result:
-        """Discard the last recording made on this unit, if the token's teacher made it."""
+        """Discard the last recording made on this unit, if the token's teacher made it.
+        Anyone else is told "nothing to discard", whatever became of the recording: the answer
+        must not tell them whether, or that, someone recorded (P9)."""
         made, latest = self._spool.newest()  # no await before leaving ARMED (see present)
         self._set_state(State.IDLE)
-        if made and latest is None:
+        if latest is not None:
+            maker = latest.teacher_id
+        else:
+            # It left the spool: if its maker is known (it was made, or found here, since the
+            # start) and it was neither discarded nor forgotten, it was uploaded.
+            maker = self._maker_of_newest if made else None
+        if maker != token.teacher_id:
+            return self._refuse(TokenRejected(Reason.NOTHING_TO_DISCARD))
+        if latest is None:
             # All of it is in the account already; the device cannot delete there (P6).
             return self._refuse(TokenRejected(Reason.ALREADY_UPLOADED))
-        if latest is None or latest.teacher_id != token.teacher_id:
-            return self._refuse(TokenRejected(Reason.NOTHING_TO_DISCARD))
+        self._maker_of_newest = None
         uploaded = await asyncio.to_thread(self._spool.discard, latest.recording_id)
         self._hw.trace("discarded", recording=latest.recording_id, already_uploaded=uploaded)
         if self._notices is not None:

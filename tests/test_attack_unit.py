@@ -458,3 +458,48 @@ def test_a_stop_while_a_fault_ends_the_recording_leaves_the_fault_in_the_manifes
         assert stopping < asked < kinds.index(("manifest", None))
 
     _in_process(scenario)
+
+
+# -- item 17: another teacher's discard learns nothing -------------------------------------------
+
+def _discard(unit, teacher: str) -> dict:
+    unit.control("press")
+    unit.wait_state("armed")
+    pin = unit.lab.teachers[teacher]
+    result = unit.control("pin", teacher=teacher, pin=pin, act="discard")["result"]
+    unit.wait_state("idle")
+    return result
+
+
+NOTHING = {"type": "result", "ok": False, "reason": "nothing to discard"}
+
+
+def test_another_teachers_discard_is_told_nothing_before_and_after_the_upload(lab):
+    with lab.account() as server, lab.daemon() as unit:
+        server.faults.set("refuse")
+        assert unit.lesson(TEACHER, seconds=0.5)["ok"]
+        # Still on the unit: only its maker could discard it.
+        assert _discard(unit, "t-jones") == NOTHING
+        assert len(lab.spooled()) == 1
+        server.faults.clear("refuse")
+        unit.wait_uploaded(60)
+        # It has left the unit for the account: the other teacher still hears nothing of it.
+        assert _discard(unit, "t-jones") == NOTHING
+        assert _discard(unit, TEACHER) == {
+            "type": "result", "ok": False,
+            "reason": "already uploaded: delete it from your account"}
+        assert len(server.stored(TEACHER)) == 1
+
+
+def test_after_a_restart_the_maker_of_a_recording_still_waiting_is_told_once_it_is_uploaded(lab):
+    with lab.account() as server:
+        server.faults.set("refuse")
+        with lab.daemon() as unit:
+            assert unit.lesson(TEACHER, seconds=0.5)["ok"]
+        with lab.daemon() as unit:
+            assert len(lab.spooled()) == 1
+            server.faults.clear("refuse")
+            unit.wait_uploaded(60)
+            assert _discard(unit, "t-jones") == NOTHING
+            assert _discard(unit, TEACHER)["reason"] == (
+                "already uploaded: delete it from your account")
