@@ -123,7 +123,7 @@ def _ended_idle_dark_and_showing(hw, unit: Unit, component: str) -> list[dict]:
     return events
 
 
-def test_a_manifest_that_cannot_be_written_leaves_the_unit_idle_and_dark_showing_why(
+def test_a_manifest_that_cannot_be_queued_leaves_the_unit_idle_and_dark_showing_why(
         lab_template, caplog):
     async def scenario(root: Path) -> None:
         unit, hw, spool = _unit(lab_template, root, ManifestCannotBeQueued(root / "var" / "spool"))
