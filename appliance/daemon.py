@@ -18,6 +18,7 @@ import signal
 from pathlib import Path
 
 import sdnotify
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from appliance import journal
 from appliance.clock import synchronised_check
@@ -37,6 +38,9 @@ MB = 1024 * 1024
 # The watchdog is pinged only while the event loop runs and, when idle, the uploader has shown
 # a sign of life within this long beyond its own longest call.
 UPLOADER_GRACE_S = 30
+# While recovery reads files the upload journal lost, each one read extends systemd's start
+# timeout by this much: a slow start goes on while it makes progress, a wedged one is stopped.
+START_EXTEND_USEC = 30_000_000
 
 log = logging.getLogger("classcam")
 
@@ -88,12 +92,10 @@ def upload_client(config: Config, allow_plain_http: bool = False) -> UploadClien
 async def serve(config: Config, hw: Hardware, client: UploadClient | None = None) -> int:
     """Run until SIGTERM/SIGINT; the unit is left idle with the recording LED off."""
     loop = asyncio.get_running_loop()
+    notifier = sdnotify.SystemdNotifier()
     roster = Roster(config.device.roster_dir)
     spool = Spool(config.device.state_dir / "spool")
-    spool.recover()
-    spool.reconcile()  # first: a segment the journal missed goes before its manifest
-    device_key = load_or_create(config.device.state_dir)
-    recover_interrupted(spool, config.device.id, device_key)
+    device_key = await asyncio.to_thread(_recover, spool, config, notifier)
     notices, notice_error = None, None
     try:
         notices = await asyncio.to_thread(Notices.synthesise, config.notice)
@@ -124,12 +126,14 @@ async def serve(config: Config, hw: Hardware, client: UploadClient | None = None
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    notifier = sdnotify.SystemdNotifier()
     notifier.notify("READY=1")
     stall_s = config.upload.connect_timeout_s + config.upload.read_timeout_s + UPLOADER_GRACE_S
 
     def healthy() -> bool:
+        # A unit wedged in a state (say `stopping`) is not healthy, whatever the uploader does.
         # While a recording runs the uploader is not judged: restarting would cut the lesson.
+        if not unit.healthy():
+            return False
         return uploader is None or unit.state is not State.IDLE or uploader.alive(stall_s)
 
     watchdog = asyncio.create_task(_watchdog(notifier, healthy))
@@ -154,6 +158,21 @@ async def serve(config: Config, hw: Hardware, client: UploadClient | None = None
                 client.close()
             spool.close()  # else the process exit ends the uploader's request; SQLite is safe
     return 0
+
+
+def _recover(spool: Spool, config: Config, notifier: sdnotify.SystemdNotifier
+             ) -> Ed25519PrivateKey:
+    """Recover the spool after a crash (run off the event loop); returns the device key.
+    Only files the upload journal lost track of are read, so this takes the same time however
+    much waits for upload; while there are such files, each one read buys the start-up
+    another `START_EXTEND_USEC` from systemd (TimeoutStartSec in the unit file)."""
+    spool.recover()
+    # First: a segment the journal missed goes before its manifest.
+    spool.reconcile(hashed=lambda size: notifier.notify(
+        f"EXTEND_TIMEOUT_USEC={START_EXTEND_USEC}"))
+    device_key = load_or_create(config.device.state_dir)
+    recover_interrupted(spool, config.device.id, device_key)
+    return device_key
 
 
 async def _watchdog(notifier: sdnotify.SystemdNotifier, healthy) -> None:

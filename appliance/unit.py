@@ -34,13 +34,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from led_indicator.guard import CaptureGuard, StillOpen
 from led_indicator.lights import LedFault
 from led_indicator.patterns import Pattern
-from uploader.spool import Spool
+from uploader.spool import Recording, Spool
 from uploader.worker import UploadStatus
 
 log = logging.getLogger(__name__)
 
 LED_CHECK_S = 0.2
 MB = 1024 * 1024
+FAULT = "fault"  # how a reason for a session's end that is a fault begins
+# Beyond its own length (the arm timeout, the notice, the maximum recording) a state may last
+# this long for slow hardware: opening devices, sealing the last segment, writing the manifest.
+# Longer than that, the unit is wedged and `healthy()` says so.
+STATE_GRACE_S = 60.0
 # A recording starts only with room for at least this many times `capture.min_free_mb`, the room
 # below which a running one stops: so a start is not followed at once by a stop.
 START_ROOM_FACTOR = 2
@@ -71,6 +76,7 @@ class Unit:
                  notices_error: str | None = None):
         self.config = config
         self.state = State.IDLE
+        self._state_since = time.monotonic()
         self.fault: str | None = None
         self._hw = hw
         self._roster = roster
@@ -78,7 +84,15 @@ class Unit:
         self._notices = notices
         self._notices_error = notices_error
         self._device_key = device_key
-        self._ended_by = "stop"
+        self._ended_by: str | None = None  # why the session ends; the first reason stands
+        # Who made the newest recording, kept for when it has left the spool by upload and its
+        # maker asks to discard it. Memory only: the SD card keeps no record of who recorded
+        # beyond what the upload needs (P9), so after a restart only a recording still here
+        # has a known maker.
+        _, newest = spool.newest()
+        self._maker_of_newest = newest.teacher_id if newest is not None else None
+        self._notice_s = 0.0 if notices is None else max(
+            s.seconds for s in (notices.start, notices.stop, notices.discard, notices.full))
         self._verifier = TokenVerifier(roster, config.device.id, clock_synchronised,
                                        config.clock.skew_s)
         self._challenges = Challenges(config.recording.arm_timeout_s)
@@ -124,7 +138,7 @@ class Unit:
         if task is None:
             return
         self._hw.trace("stop_requested", why=why)
-        self._ended_by = why
+        self._end_because(why)
         self._stop_requested.set()
         self._cancel_notice.set()
         await asyncio.shield(task)
@@ -151,6 +165,7 @@ class Unit:
             return await self._refuse_full(room)
         self._stop_requested.clear()
         self._cancel_notice.clear()
+        self._ended_by = None
         self._set_state(State.STARTING)
         self._session_task = asyncio.create_task(self._session(token))
         return Result(True, "recording")
@@ -171,19 +186,31 @@ class Unit:
         await self.stop("shutting down")
         self._cancel_arm_timer()
 
+    def healthy(self, now: float | None = None) -> bool:
+        """Whether the state machine still moves: idle, or in another state no longer than that
+        state can last (`now` is a `time.monotonic()` reading; the present by default). The
+        daemon stops feeding systemd's watchdog when not, so a unit wedged in `stopping` is
+        restarted: `led-off` darkens the LED and the next start finishes the recording (P7)."""
+        now = time.monotonic() if now is None else now
+        return now - self._state_since <= self._longest(self.state)
+
     # -- the recording session --------------------------------------------------------------
 
     async def _session(self, token: StartToken) -> None:
         opened = False    # a device was asked to open: the room is told when it stops
         recording = None
         recorder = None
-        self._ended_by = "stop"
         try:
             self.fault = None
             await asyncio.to_thread(self._guard.light)
             if not await self._speak(self._notices.start, cancellable=True):
                 return
-            recording = self._spool.new_recording(token.teacher_id, token.recipient)
+            # Fsyncs and a synchronous SQLite commit: off the loop, so a stop pressed meanwhile
+            # is heard, and acted on below once the recording exists.
+            self._maker_of_newest = None
+            recording = await asyncio.to_thread(self._spool.new_recording, token.teacher_id,
+                                                token.recipient)
+            self._maker_of_newest = token.teacher_id
             for device in (self._hw.camera, self._hw.microphone):
                 if self._stop_requested.is_set():
                     return
@@ -225,50 +252,82 @@ class Unit:
                 raise CaptureError(str(recorder.error))
             if time.monotonic() >= deadline:
                 self._hw.trace("stop_requested", why="maximum length")
-                self._ended_by = "maximum length"
+                self._end_because("maximum length")
                 return
 
-    async def _end_session(self, recording, recorder: Recorder | None, speak: bool) -> None:
+    async def _end_session(self, recording: Recording | None, recorder: Recorder | None,
+                           speak: bool) -> None:
+        """Close the devices, darken the LED, finish the recording, tell the room. Whatever
+        fails on the way, the unit ends idle, with the reason on the status light and in the
+        journal; the LED stays lit only while a device may still be open (P2)."""
         self._set_state(State.STOPPING)
-        if recorder is not None:
-            # Stop reading and seal the last segment before the devices close under it.
-            await asyncio.to_thread(recorder.stop)
-            if recorder.error is not None and not self._ended_by.startswith("fault"):
-                self._fail("capture", str(recorder.error))
         try:
-            await asyncio.to_thread(self._guard.close_all)
-        except StillOpen as e:
-            self._set_fault("capture", f"could not close {e}; recording LED stays on")
-        try:
-            await asyncio.to_thread(self._guard.darken)
-        except StillOpen:
-            pass  # already reported: the LED stays lit while a device may be open (P2)
-        except LedFault as e:
-            self._set_fault("led", str(e))
-        if recording is not None:
-            await self._close_recording(recording, captured=recorder is not None)
-        if speak and self._notices is not None:
-            try:
-                await self._speak(self._notices.stop, cancellable=False)
-            except NoticeUnavailable as e:
-                self._set_fault("speaker", str(e))
-        self._session_task = None
-        self._set_state(State.IDLE)
+            await self._close_devices(recorder)
+            if recording is not None:
+                await self._close_recording(recording, captured=recorder is not None)
+            if speak and self._notices is not None:
+                try:
+                    await self._speak(self._notices.stop, cancellable=False)
+                except NoticeUnavailable as e:
+                    self._set_fault("speaker", str(e))
+        except Exception as e:
+            log.exception("stopping failed")
+            self._set_fault("internal", f"{type(e).__name__}: {e}")
+        finally:
+            self._session_task = None
+            self._set_state(State.IDLE)
 
-    async def _close_recording(self, recording, captured: bool) -> None:
-        if not captured:
-            # Nothing was captured: leave no trace of who tried to record.
-            await asyncio.to_thread(self._spool.forget, recording.recording_id)
+    async def _close_devices(self, recorder: Recorder | None) -> None:
+        try:
+            if recorder is not None:
+                # Stop reading and seal the last segment before the devices close under it.
+                await asyncio.to_thread(recorder.stop)
+                if recorder.error is not None and not self._ended_by_fault():
+                    self._fail("capture", str(recorder.error))
+        finally:
+            try:
+                await asyncio.to_thread(self._guard.close_all)
+            except StillOpen as e:
+                self._set_fault("capture", f"could not close {e}; recording LED stays on")
+            try:
+                await asyncio.to_thread(self._guard.darken)
+            except StillOpen:
+                pass  # already reported: the LED stays lit while a device may be open (P2)
+            except LedFault as e:
+                self._set_fault("led", str(e))
+
+    async def _close_recording(self, recording: Recording, captured: bool) -> None:
+        ended_by = self._ended_by or "stop"
+        try:
+            if not captured:
+                # Nothing was captured: leave no trace of who tried to record.
+                self._maker_of_newest = None
+                await asyncio.to_thread(self._spool.forget, recording.recording_id)
+                return
+            entries = await asyncio.to_thread(recordings.finish, recording, self._spool,
+                                              self.config.device.id, self._device_key, ended_by)
+        except Exception as e:  # e.g. the disk is full (ENOSPC)
+            # What was sealed stays queued for upload (P7); the next start finishes the
+            # recording (`recover_interrupted` writes the manifest, or removes an empty one).
+            self._set_fault("storage", f"could not finish a recording ({_why(e)}); it is "
+                                       "finished at the next start")
             return
-        entries = await asyncio.to_thread(recordings.finish, recording, self._spool,
-                                          self.config.device.id, self._device_key,
-                                          self._ended_by)
         self._hw.trace("manifest", recording=recording.recording_id, segments=len(entries),
-                       ended_by=self._ended_by)
+                       ended_by=ended_by)
 
     def _fail(self, component: str, reason: str) -> None:
-        self._ended_by = f"fault: {component}: {reason}"
+        self._end_because(f"{FAULT}: {component}: {reason}")
         self._set_fault(component, reason)
+
+    def _end_because(self, why: str) -> None:
+        """Note why the session ends, for its manifest. The first reason stands: a stop that
+        comes while a fault is ending the session does not hide the fault. Only a fault replaces
+        a stop, as the recorder may have failed before the stop reached it."""
+        if self._ended_by is None or (why.startswith(FAULT) and not self._ended_by_fault()):
+            self._ended_by = why
+
+    def _ended_by_fault(self) -> bool:
+        return self._ended_by is not None and self._ended_by.startswith(FAULT)
 
     async def _speak(self, sound: Sound, cancellable: bool) -> bool:
         cancel = self._cancel_notice if cancellable else threading.Event()
@@ -276,14 +335,23 @@ class Unit:
         return completed and not (cancellable and self._stop_requested.is_set())
 
     async def _discard(self, token: StartToken) -> Result:
-        """Discard the last recording made on this unit, if the token's teacher made it."""
+        """Discard the last recording made on this unit, if the token's teacher made it.
+        Anyone else is told "nothing to discard", whatever became of the recording: the answer
+        must not tell them whether, or that, someone recorded (P9)."""
         made, latest = self._spool.newest()  # no await before leaving ARMED (see present)
         self._set_state(State.IDLE)
-        if made and latest is None:
+        if latest is not None:
+            maker = latest.teacher_id
+        else:
+            # It left the spool: if its maker is known (it was made, or found here, since the
+            # start) and it was neither discarded nor forgotten, it was uploaded.
+            maker = self._maker_of_newest if made else None
+        if maker != token.teacher_id:
+            return self._refuse(TokenRejected(Reason.NOTHING_TO_DISCARD))
+        if latest is None:
             # All of it is in the account already; the device cannot delete there (P6).
             return self._refuse(TokenRejected(Reason.ALREADY_UPLOADED))
-        if latest is None or latest.teacher_id != token.teacher_id:
-            return self._refuse(TokenRejected(Reason.NOTHING_TO_DISCARD))
+        self._maker_of_newest = None
         uploaded = await asyncio.to_thread(self._spool.discard, latest.recording_id)
         self._hw.trace("discarded", recording=latest.recording_id, already_uploaded=uploaded)
         if self._notices is not None:
@@ -346,8 +414,19 @@ class Unit:
     def _set_state(self, state: State) -> None:
         if state is not self.state:
             self.state = state
+            self._state_since = time.monotonic()
             self._hw.trace("state", state=state.value)
         self._show()
+
+    def _longest(self, state: State) -> float:
+        """How long `state` may last before the unit counts as wedged."""
+        if state is State.IDLE:
+            return float("inf")
+        own = {State.ARMED: self.config.recording.arm_timeout_s,
+               State.STARTING: self._notice_s,
+               State.RECORDING: self.config.recording.max_minutes * 60,
+               State.STOPPING: self._notice_s}[state]
+        return own + STATE_GRACE_S
 
     def _set_fault(self, component: str, reason: str) -> None:
         self.fault = component
@@ -367,3 +446,10 @@ class Unit:
         else:
             pattern = Pattern.IDLE
         self._hw.status_led.show(pattern)
+
+
+def _why(e: Exception) -> str:
+    """An error's reason without the path an OSError carries (it names the recording)."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e) or type(e).__name__

@@ -266,20 +266,25 @@ class Spool:
                 _shred(path)
         fsync_dir(self.directory)
 
-    def reconcile(self) -> None:
+    def reconcile(self, hashed: Callable[[int], None] = lambda size: None) -> None:
         """Bring the journal into line with the files after a crash: a sealed file it does not
         know is queued; a send that was cut off is sealed again (it resumes); a confirmed file
-        still on disk is purged; a finished recording whose manifest is purged goes."""
+        still on disk is purged; a finished recording whose manifest is purged goes.
+        Only a file the journal does not know is read (to hash it; one the journal knows keeps
+        the hash it was sealed with), so this costs the same however much waits for upload;
+        `hashed(size)` is called after each file read, for a caller showing progress."""
         recordings = {r.recording_id: r for r in self.recordings()}
         with self._lock:
             self._db.execute("DELETE FROM files WHERE recording_id NOT IN (%s)"
                              % ",".join("?" * len(recordings)), tuple(recordings))
             self._db.execute("UPDATE files SET state = ? WHERE state = ?",
                              (FileState.SEALED, FileState.UPLOADING))
+            known = set(self._db.execute("SELECT recording_id, name FROM files").fetchall())
         for rec in recordings.values():
             for path in sorted(rec.path.glob(SEGMENT_GLOB)) + [rec.path / MANIFEST]:
-                if path.exists():
+                if (rec.recording_id, path.name) not in known and path.exists():
                     self.add(rec, path.name, sha256_file(path))
+                    hashed(path.stat().st_size)
         for file in self.files():
             if file.state is FileState.CONFIRMED:
                 self.purge(file)
