@@ -23,14 +23,14 @@ import pytest
 
 from appliance.config import load, parse
 from appliance.daemon import serve
-from appliance.keys import load_signing_key
+from teacher_tools.keys import load_signing_key
 from appliance.notice import Notices, Sound
 from appliance.recordings import finish, recover_interrupted
 from appliance.roster import Roster, TeacherCard
 from appliance.token import mint
 from appliance import unit as state_machine
 from appliance.unit import State, Unit
-from capture.manifest import MANIFEST_FILE, open_manifest, write_manifest
+from formats.manifest import MANIFEST_FILE, open_manifest, write_manifest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hwsim.factory import make_sim_hardware
 from hwsim.invariants import check_all, device_intervals, led_intervals
@@ -38,7 +38,7 @@ from hwsim.lab import DEVICE_ID, PASSPHRASE
 from led_indicator.patterns import Pattern
 from tests.media import identity
 from tests.test_systemd import _last
-from uploader.durable import sha256_file
+from formats.durable import sha256_file
 from uploader.spool import FileState, Spool
 
 TEACHER = "t-evans"
