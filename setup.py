@@ -31,7 +31,8 @@ setup(
     extras_require={
         "pi": ["sounddevice>=0.4", "opencv-python-headless>=4.8"],
         # setuptools: tests build the teacher's wheel without build isolation (no registry).
-        "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "setuptools>=70.1"],
+        "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "setuptools>=70.1",
+                 "ruff>=0.6", "mypy>=1.10"],
     },
     entry_points={
         # The unit's commands, added to the one `classcam` script of classcam-teacher.
