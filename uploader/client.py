@@ -8,8 +8,10 @@ Every call has a connect and a read timeout. Bodies are streamed from the file, 
 into memory, at most `bandwidth_bps` fast. A file larger than `chunk_bytes` is sent in ranges
 and resumes where the server says it got to. The outcome of a call is one of: `Stored`;
 `RetryLater` (the network, a timeout, 5xx, 429: try again, after `retry_after` if the server said);
-`Refused` (a 4xx that says the request itself is wrong: retrying it as it is will not help);
-`Gone` (the file was deleted here meanwhile: the teacher discarded its recording).
+`Refused` (a 4xx that says the request itself is wrong, or a redirect: retrying it as it is will
+not help); `Gone` (the file was deleted here meanwhile: the teacher discarded its recording).
+Redirects are never followed: the file and the unit's certificate go to the configured server
+or nowhere, and only that server's answer can count as "stored" (P6, P7).
 Retrying is the caller's business (`uploader.worker`), so this module makes exactly one attempt.
 """
 from __future__ import annotations
@@ -47,7 +49,8 @@ class RetryLater(UploadError):
 
 
 class Refused(UploadError):
-    """The server says this request is wrong (a 4xx); sending it again unchanged will not help."""
+    """The server says this request is wrong (a 4xx), or sends it elsewhere (a 3xx, never
+    followed); sending it again unchanged will not help."""
 
 
 class Gone(UploadError):
@@ -134,17 +137,20 @@ class UploadClient:
     def _request(self, method: str, url: str, target: UploadTarget | None = None,
                  offset: int = 0, length: int = 0, headers: dict[str, str] | None = None,
                  answers: frozenset[int] = frozenset({416})) -> requests.Response:
-        """One request; a 4xx not in `answers` is `Refused`, a 5xx, 408 or 429 `RetryLater`."""
+        """One request; a 4xx not in `answers`, or any 3xx, is `Refused`; a 5xx, 408 or 429
+        `RetryLater`."""
         try:
             if target is None:
                 response = self._session.request(method, url, headers=headers,
-                                                 timeout=self._timeout, verify=self._verify)
+                                                 timeout=self._timeout, verify=self._verify,
+                                                 allow_redirects=False)
             else:
                 with open(target.path, "rb") as f:
                     f.seek(offset)
                     body = _FileSlice(f, length, self._pace, self._progress)
                     response = self._session.request(method, url, data=body, headers=headers,
-                                                     timeout=self._timeout, verify=self._verify)
+                                                     timeout=self._timeout, verify=self._verify,
+                                                     allow_redirects=False)
         except FileNotFoundError:
             raise Gone(f"{target.name} is no longer on the unit") from None
         except requests.exceptions.SSLError as e:
@@ -161,6 +167,11 @@ class UploadClient:
         if response.status_code in (408, 429) or response.status_code >= 500:
             raise RetryLater(f"server answered {response.status_code} {response.reason}",
                              _retry_after(response.headers.get("Retry-After")))
+        if 300 <= response.status_code < 400:
+            # Followed, a redirect would take the file (or, as a GET, its hash) and the unit's
+            # certificate to another host, whose 200 would then count as "stored".
+            raise Refused(f"server answered {response.status_code} {response.reason}: a "
+                          "redirect, which the unit never follows")
         if response.status_code >= 400 and response.status_code not in answers:
             raise Refused(f"server answered {response.status_code} {response.reason}: "
                           f"{_error_text(response)}")
