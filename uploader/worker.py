@@ -11,6 +11,9 @@ file the server refuses (`Refused`, a 4xx) or stores with another hash is kept a
 after `hold_s`: no file ever reaches a state where it is given up on. Only a file whose hash the
 server confirmed is deleted, by `Spool.confirm`.
 
+The uploader shows a sign of life (`alive`) while it waits in short steps and each time bytes of
+a file move, so a slow upload is not mistaken for a hung one, and a hung one still is.
+
 The journal gets one line when uploads start failing (with the reason) and one when they work
 again; never which teacher or recording (P9).
 """
@@ -139,7 +142,7 @@ class Uploader:
         if self._stopping.is_set():
             raise _Stopping()
         self._beat()
-        return self._client.put(target)
+        return self._client.put(target, progress=self._beat)  # each block sent is a sign of life
 
     def _attempt_failed(self, state: RetryCallState) -> None:
         error = state.outcome.exception()
