@@ -2,7 +2,7 @@
 
     client = UploadClient(UploadSettings(url="https://account.example", client_cert=..., ...))
     stored = client.put(UploadTarget(teacher_id, recording_id, name, path, sha256, size),
-                        progress=heartbeat)
+                        progress=heartbeat, cancel=discarded)
     # stored.sha256 is what the server kept; the caller deletes its copy only if it is its own
 
 Every call has a connect and a read timeout. Bodies are streamed from the file, never read whole
@@ -11,8 +11,8 @@ watchdog's sign of life), so a slow upload is not mistaken for a hung one. A fil
 `chunk_bytes` is sent in ranges and resumes where the server says it got to. The outcome of a call
 is one of: `Stored`; `RetryLater` (the network, a timeout, 5xx, 429: try again, after
 `retry_after` if the server said); `Refused` (a 4xx that says the request itself is wrong, or a
-redirect: retrying it as it is will not help); `Gone` (the file was deleted here meanwhile: the
-teacher discarded its recording).
+redirect: retrying it as it is will not help); `Gone` (the file was deleted here meanwhile, or
+`cancel` was set: the teacher discarded its recording, and the body was cut off before its end).
 Redirects are never followed: the file and the unit's certificate go to the configured server
 or nowhere, and only that server's answer can count as "stored" (P6, P7).
 Retrying is the caller's business (`uploader.worker`), so this module makes exactly one attempt.
@@ -57,7 +57,8 @@ class Refused(UploadError):
 
 
 class Gone(UploadError):
-    """The file is no longer on the unit (the teacher discarded its recording)."""
+    """The file is no longer on the unit, or the caller cancelled the send (the teacher
+    discarded its recording)."""
 
 
 @dataclass(frozen=True)
@@ -115,11 +116,12 @@ class UploadClient:
     def close(self) -> None:
         self._session.close()
 
-    def put(self, target: UploadTarget, progress: Callable[[], None] = lambda: None) -> Stored:
+    def put(self, target: UploadTarget, progress: Callable[[], None] = lambda: None,
+            cancel: threading.Event | None = None) -> Stored:
         """Send `target` (resuming a ranged upload where the server got to); returns what the
         server stored, or raises `RetryLater` / `Refused` / `Gone`. `progress()` is called each
-        time bytes have moved."""
-        sending = _Sending(progress)
+        time bytes have moved; once `cancel` is set, no further byte of the file is sent."""
+        sending = _Sending(progress, cancel)
         url = self._address(target)
         headers = {"X-Classcam-SHA256": target.sha256, "X-Classcam-Size": str(target.size)}
         if target.size <= self._s.chunk_bytes:
@@ -146,6 +148,7 @@ class UploadClient:
         """One request; a 4xx not in `answers`, or any 3xx, is `Refused`; a 5xx, 408 or 429
         `RetryLater`."""
         try:
+            sending.check()
             if target is None:
                 response = self._session.request(method, url, headers=headers,
                                                  timeout=self._timeout, verify=self._verify,
@@ -159,6 +162,8 @@ class UploadClient:
                                                      allow_redirects=False)
         except FileNotFoundError:
             raise Gone(f"{target.name} is no longer on the unit") from None
+        except _Cancelled:
+            raise Gone("the send was cancelled") from None
         except requests.exceptions.SSLError as e:
             raise RetryLater(f"TLS: {_short(e)}") from None
         except requests.exceptions.Timeout:
@@ -218,17 +223,29 @@ class UploadClient:
                 f"{quote(t.recording_id, safe='')}/{quote(t.name, safe='')}")
 
 
-class _Sending:
-    """One `put`: the caller's sign-of-life callback."""
+class _Cancelled(Exception):
+    """The caller cancelled the send. Deliberately not an OSError: urllib3 passes it through
+    unwrapped (and closes the connection), so the body ends short and the server stores
+    nothing of a whole-file PUT."""
 
-    def __init__(self, progress: Callable[[], None]):
+
+class _Sending:
+    """One `put`: the caller's sign-of-life callback and cancel switch."""
+
+    def __init__(self, progress: Callable[[], None], cancel: threading.Event | None):
         self.progress = progress
+        self._cancel = cancel
+
+    def check(self) -> None:
+        """Raise `_Cancelled` once the caller has cancelled."""
+        if self._cancel is not None and self._cancel.is_set():
+            raise _Cancelled()
 
 
 class _FileSlice:
     """`length` bytes of an open file, read in blocks as the body is sent, at most as fast as
     the pacer allows; `progress()` after each block, so the sign of life keeps going exactly
-    while bytes move."""
+    while bytes move. Cancelling stops it before the next block."""
 
     def __init__(self, f: BinaryIO, length: int, pace: "_Pacer", sending: _Sending):
         self._f = f
@@ -244,7 +261,9 @@ class _FileSlice:
             return b""
         n = self._left if n is None or n < 0 else min(n, self._left)
         n = self._pace.portion(n)
+        self._sending.check()
         self._pace.wait(n)
+        self._sending.check()
         data = self._f.read(n)
         self._left -= len(data)
         if not data and self._left > 0:
