@@ -10,10 +10,13 @@ record of how far each file has got.
     sending = spool.begin_send(f)                 # UPLOADING; None if it was discarded
     ...; spool.confirm(f, sha256_the_server_stored); spool.end_send(sending)
 
-Each recording is a directory holding `recording.json` (who it is for, and its order), its sealed
-files (`seg-NNNNNN.ts.age`, `manifest.age`) and the segments' manifest entries. Every file moves
-through one enum, kept in an SQLite journal (WAL, synchronous=FULL: a committed transition
-survives a power cut):
+Each recording is a directory holding `recording.json` (its id, the teacher id its upload address
+needs, the teacher's recipient a manifest is sealed to after a crash, and its order), its sealed
+files (`seg-NNNNNN.ts.age`, `manifest.age`) and the segments' manifest entries. Nothing on the
+card says when a recording was made (P9): its start time is kept in memory for the manifest, and
+after a crash it is read back from the first segment's own file time. Every file moves through
+one enum, kept in an SQLite journal (WAL, synchronous=FULL: a committed transition survives a
+power cut) that names files by recording id, never by teacher:
 
     sealed -> uploading -> confirmed -> purged
 
@@ -36,7 +39,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -71,7 +74,9 @@ class Recording:
     recipient: str
     sequence: int
     path: Path
-    start: dict  # {"monotonic": float, "wall": float} when the recording was created
+    # {"monotonic": float, "wall": float} when it was created: in memory only, never on the card
+    # (None for a recording read back from the disk, which is the same recording).
+    start: dict | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -121,21 +126,17 @@ class Spool:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock = threading.RLock()
         self._listeners: list[Callable[[], None]] = []
+        self._teachers: dict[str, str] = {}       # recording id -> teacher id, from recording.json
         self._sending: dict[int, Sending] = {}    # seq -> the send holding that file open
         self._doomed: dict[str, Path] = {}        # taken out; shredded when its send ends
         self._db = sqlite3.connect(directory / JOURNAL, check_same_thread=False,
                                    isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("""CREATE TABLE IF NOT EXISTS files (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
-            recording_id TEXT NOT NULL,
-            teacher_id TEXT NOT NULL,
-            name TEXT NOT NULL,
-            size INTEGER NOT NULL,
-            sha256 TEXT NOT NULL,
-            state TEXT NOT NULL CHECK (state IN ('sealed', 'uploading', 'confirmed', 'purged')),
-            UNIQUE (recording_id, name))""")
+        # Deleted records are overwritten, not left in free pages for whoever reads the card.
+        self._db.execute("PRAGMA secure_delete=ON")
+        self._db.execute(f"CREATE TABLE IF NOT EXISTS files ({_FILES_COLUMNS})")
+        self._drop_teacher_ids()
         # The sequence number of the newest recording ever made here, so "the last recording"
         # stays that one after it has left the spool.
         self._db.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, "
@@ -153,16 +154,18 @@ class Spool:
             sequence = max([r.sequence for r in self.recordings()] + [self._last_sequence()]) + 1
             self._db.execute("INSERT OR REPLACE INTO counters VALUES ('last_sequence', ?)",
                              (sequence,))
-        recording_id = secrets.token_hex(16)
+        recording_id = secrets.token_hex(16)  # random: it says nothing of when or who
         tmp = self.directory / f".new-{recording_id}"
         tmp.mkdir(mode=0o700)
         start = {"monotonic": time.monotonic(), "wall": time.time()}
         meta = {"recording_id": recording_id, "teacher_id": teacher_id,
-                "recipient": recipient, "sequence": sequence, "start": start}
+                "recipient": recipient, "sequence": sequence}
         atomic_write(tmp / META, json.dumps(meta).encode(), mode=0o600)
         final = self.directory / recording_id
         os.rename(tmp, final)
         fsync_dir(self.directory)
+        with self._lock:
+            self._teachers[recording_id] = teacher_id
         return Recording(recording_id, teacher_id, recipient, sequence, final, start)
 
     def recordings(self) -> list[Recording]:
@@ -174,10 +177,11 @@ class Spool:
             try:
                 meta = json.loads((path / META).read_bytes())
                 found.append(Recording(meta["recording_id"], meta["teacher_id"],
-                                       meta["recipient"], int(meta["sequence"]), path,
-                                       meta["start"]))
+                                       meta["recipient"], int(meta["sequence"]), path))
             except (OSError, ValueError, KeyError, TypeError) as e:
                 log.error("spool: %s is unreadable, left in place: %s", path.name, e)
+        with self._lock:
+            self._teachers.update((r.recording_id, r.teacher_id) for r in found)
         return sorted(found, key=lambda r: r.sequence)
 
     def newest(self) -> tuple[bool, Recording | None]:
@@ -227,10 +231,9 @@ class Spool:
         size = (recording.path / name).stat().st_size
         with self._lock:
             self._db.execute(
-                "INSERT OR IGNORE INTO files (recording_id, teacher_id, name, size, sha256, state)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (recording.recording_id, recording.teacher_id, name, size, sha256,
-                 FileState.SEALED))
+                "INSERT OR IGNORE INTO files (recording_id, name, size, sha256, state)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (recording.recording_id, name, size, sha256, FileState.SEALED))
         self._notify()
 
     def next_sealed(self, skip: frozenset[int] = frozenset()) -> SpoolFile | None:
@@ -328,10 +331,19 @@ class Spool:
     # -- recovery -----------------------------------------------------------------------------
 
     def recover(self) -> None:
-        """Finish what a crash interrupted: half-made and half-discarded directories go."""
+        """Finish what a crash interrupted: half-made and half-discarded directories go. (And a
+        recording made by an older version loses the start time it kept on the card.)"""
         for path in self.directory.glob(".*-*"):
             if path.name.startswith((".new-", ".discard-")):
                 _shred(path)
+        for meta in self.directory.glob(f"[!.]*/{META}"):
+            try:
+                fields = json.loads(meta.read_bytes())
+                if isinstance(fields, dict) and "start" in fields:
+                    del fields["start"]
+                    atomic_write(meta, json.dumps(fields).encode(), mode=0o600)
+            except (OSError, ValueError) as e:
+                log.error("spool: %s is unreadable, left in place: %s", meta.parent.name, e)
         fsync_dir(self.directory)
 
     def reconcile(self) -> None:
@@ -406,6 +418,7 @@ class Spool:
             fsync_dir(self.directory)
             renamed = True
         self._db.execute("DELETE FROM files WHERE recording_id = ?", (recording_id,))
+        self._teachers.pop(recording_id, None)
         return doomed if renamed else None
 
     def _shred_when_free(self, recording_id: str, doomed: Path | None) -> None:
@@ -427,10 +440,50 @@ class Spool:
         for listener in self._listeners:
             listener()
 
+    def _teacher(self, recording_id: str) -> str:
+        """The teacher id of a recording (its upload address), from its `recording.json`."""
+        with self._lock:
+            teacher = self._teachers.get(recording_id)
+        if teacher is None:
+            try:
+                teacher = str(json.loads((self.directory / recording_id / META)
+                                         .read_bytes())["teacher_id"])
+            except (OSError, ValueError, KeyError, TypeError):
+                return ""  # taken out meanwhile: nothing will be sent
+            with self._lock:
+                self._teachers[recording_id] = teacher
+        return teacher
+
+    def _drop_teacher_ids(self) -> None:
+        """A journal made by an older version named each file's teacher: rewrite it without."""
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(files)")]
+        if "teacher_id" not in columns:
+            return
+        self._db.executescript(f"""BEGIN IMMEDIATE;
+            CREATE TABLE files_new ({_FILES_COLUMNS});
+            INSERT INTO files_new (seq, recording_id, name, size, sha256, state)
+                SELECT seq, recording_id, name, size, sha256, state FROM files;
+            DROP TABLE files;
+            ALTER TABLE files_new RENAME TO files;
+            COMMIT;""")
+        # Rewrite the file and empty the write-ahead log: no old page keeps a teacher id.
+        self._db.execute("VACUUM")
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def _file(self, row: tuple) -> SpoolFile:
-        seq, recording_id, teacher_id, name, size, sha256, state = row
-        return SpoolFile(seq, recording_id, teacher_id, name, size, sha256, FileState(state),
-                         self.directory / recording_id / name)
+        seq, recording_id, name, size, sha256, state = row
+        return SpoolFile(seq, recording_id, self._teacher(recording_id), name, size, sha256,
+                         FileState(state), self.directory / recording_id / name)
+
+
+_FILES_COLUMNS = """
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    recording_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('sealed', 'uploading', 'confirmed', 'purged')),
+    UNIQUE (recording_id, name)"""
 
 
 def _shred(path: Path) -> None:
