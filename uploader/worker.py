@@ -139,8 +139,12 @@ class Uploader:
                 self._hold(file, f"a sealed file cannot be read: {e.reason}")
             return True
         self._retrying = None
-        if self._spool.confirm(file, stored.sha256):
+        if stored.sha256 == file.sha256:
+            # Uploads work: say so before the file leaves the backlog, so that no status shows
+            # an empty backlog as still failing.
             self._held.pop(file.seq, None)
+            self._update_failing()
+        if self._spool.confirm(file, stored.sha256):
             self._working()
         elif not sending.withdrawn.is_set():
             self._hold(file, "server stored different bytes than were sent")
@@ -219,15 +223,19 @@ class Uploader:
     def _beat(self) -> None:
         self.heartbeat = time.monotonic()
 
-    def _report(self) -> None:
-        """Tell `on_change` if the status changed. A held file whose recording was discarded
-        holds nothing any more: uploads are not "failing" because of it."""
+    def _update_failing(self) -> None:
+        """Why uploads fail now: the last attempt's passing failure, else the newest refusal
+        still held. A held file whose recording was discarded holds nothing any more."""
         if self._held:
             waiting = {f.seq for f in self._spool.files()
                        if f.state in (FileState.SEALED, FileState.UPLOADING)}
             self._held = {seq: v for seq, v in self._held.items() if seq in waiting}
         held = [why for _, why in self._held.values()]
         self._failing = self._retrying or (held[-1] if held else None)
+
+    def _report(self) -> None:
+        """Tell `on_change` if the status changed."""
+        self._update_failing()
         status = self.status()
         if status != self._reported:
             self._reported = status
