@@ -32,12 +32,9 @@ from appliance.roster import Roster
 from appliance.unit import State, Unit
 from uploader.client import UploadClient, UploadSettings
 from uploader.spool import Spool
-from uploader.worker import Uploader
+from uploader.worker import STEP_S, Uploader
 
 MB = 1024 * 1024
-# The watchdog is pinged only while the event loop runs and, when idle, the uploader has shown
-# a sign of life within this long beyond its own longest call.
-UPLOADER_GRACE_S = 30
 # While recovery reads files the upload journal lost, each one read extends systemd's start
 # timeout by this much: a slow start goes on while it makes progress, a wedged one is stopped.
 START_EXTEND_USEC = 30_000_000
@@ -127,7 +124,7 @@ async def serve(config: Config, hw: Hardware, client: UploadClient | None = None
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     notifier.notify("READY=1")
-    stall_s = config.upload.connect_timeout_s + config.upload.read_timeout_s + UPLOADER_GRACE_S
+    stall_s = uploader_stall_s(config)
 
     def healthy() -> bool:
         # A unit wedged in a state (say `stopping`) is not healthy, whatever the uploader does.
@@ -173,6 +170,14 @@ def _recover(spool: Spool, config: Config, notifier: sdnotify.SystemdNotifier
     device_key = load_or_create(config.device.state_dir)
     recover_interrupted(spool, config.device.id, device_key)
     return device_key
+
+
+def uploader_stall_s(config: Config) -> float:
+    """How long the idle unit lets its uploader show no sign of life before the watchdog stops
+    being pinged. The uploader shows one at every wait step and whenever bytes of a file move,
+    however slowly (a bandwidth cap, a long segment); between two signs lies at most one call's
+    connect and read timeout, so twice that, plus a wait step, is a hang."""
+    return 2 * (config.upload.connect_timeout_s + config.upload.read_timeout_s) + STEP_S
 
 
 async def _watchdog(notifier: sdnotify.SystemdNotifier, healthy) -> None:

@@ -3,10 +3,13 @@
     entries = finish(recording, spool, device_id, device_key, ended_by="stop pressed")
     recover_interrupted(spool, device_id, device_key)    # at start-up, after spool.recover()
 
-Either way the manifest is sealed like a segment and queued in the spool for upload.
+Either way the manifest is sealed like a segment and queued in the spool for upload. The spool
+keeps no start time on the card (P9): after a crash the manifest's start and end are read back
+from the segments' own file times, which the card shows anyway.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -25,9 +28,10 @@ def finish(recording: Recording, spool: Spool, device_id: str, device_key: Ed255
            ended_by: str, complete: bool = True, end: dict | None = None) -> list[SegmentEntry]:
     """Write the recording's manifest, listing every sealed segment, and queue it for upload."""
     end = end or {"monotonic": time.monotonic(), "wall": time.time()}
+    start = recording.start or _first_sealed(recording)
     entries = write_manifest(recording.path, recording_id=recording.recording_id,
                              teacher_id=recording.teacher_id, device_id=device_id,
-                             recipient=recording.recipient, start=recording.start, end=end,
+                             recipient=recording.recipient, start=start, end=end,
                              complete=complete, ended_by=ended_by, device_key=device_key)
     path = recording.path / MANIFEST_FILE
     spool.add(recording, MANIFEST_FILE, sha256_file(path))
@@ -74,6 +78,17 @@ def _remove_unsealed_entry(recording: Recording, spool: Spool) -> None:
 def _last_sealed(recording: Recording) -> dict:
     sidecars = sorted(recording.path.glob("seg-*.json"))
     if not sidecars:
-        return dict(recording.start)
+        return {"monotonic": None, "wall": None}
     wall = sidecars[-1].stat().st_mtime
     return {"monotonic": None, "wall": wall}
+
+
+def _first_sealed(recording: Recording) -> dict:
+    """When a recording read back from the disk started, as its first segment's file time
+    says: that entry is written as the segment is sealed, one segment's duration after."""
+    sidecar = recording.path / sidecar_file(1)
+    try:
+        duration = float(json.loads(sidecar.read_bytes())["duration"])
+        return {"monotonic": None, "wall": sidecar.stat().st_mtime - duration}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {"monotonic": None, "wall": None}

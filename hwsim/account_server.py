@@ -19,6 +19,8 @@ What a caller may rely on:
   place, so no reader ever sees half a file. A stored file is never replaced: a PUT of the same
   content is a 200, of different content a 409. That is what makes a retried PUT exactly-once (P7).
 - Bodies are streamed to disk and hashed on the way; memory does not grow with the file size.
+- A partial (resumable) upload that no PUT has continued for `partial_ttl_s` (default 7 days) is
+  deleted: a unit whose recording was discarded mid-upload never comes back for it.
 """
 from __future__ import annotations
 
@@ -60,6 +62,7 @@ IO_CHUNK = 256 * 1024
 DRAIN_LIMIT = 64 * 1024 * 1024  # a refused body up to this size is read, keeping the connection
 LOCK_WAIT = 5.0             # how long a PUT waits for another PUT of the same address
 LINGER = 5.0                # how long to read and discard input left unread before closing
+PARTIAL_TTL_S = 7 * 86400   # a partial upload nobody continued for this long is deleted
 
 FAULTS = frozenset({"refuse", "error_500", "too_many", "reset_mid_body", "stall", "slow",
                     "drop_answer"})
@@ -70,10 +73,12 @@ _Hash = Any  # hashlib's hash objects have no public type
 class AccountServer:
     """The account API on `host:port` (0 = any free port), storing under `root`."""
 
-    def __init__(self, root: Path, pki: TestPki, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, root: Path, pki: TestPki, host: str = "127.0.0.1", port: int = 0,
+                 partial_ttl_s: float = PARTIAL_TTL_S):
         self.root = Path(root)
         self.host = host
         self.port = port
+        self.partial_ttl_s = partial_ttl_s
         self.faults = ServerFaults(on_refuse=self._refuse)
         self.requests_log: list[dict] = []
         self.handshake_failures: list[str] = []  # why each refused TLS handshake failed
@@ -86,6 +91,7 @@ class AccountServer:
         self._connections: set[ssl.SSLSocket] = set()
         self._connections_lock = threading.Lock()
         self._stopping = threading.Event()
+        self._expiry: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -96,6 +102,10 @@ class AccountServer:
         """Listen and serve on background threads; connections are accepted once this returns."""
         self._stopping.clear()
         self._listen()
+        if self._expiry is None or not self._expiry.is_alive():
+            self._expiry = threading.Thread(target=self._expire_partials,
+                                            name="account-server:expiry", daemon=True)
+            self._expiry.start()
 
     def stop(self) -> None:
         """Stop listening, cut every open connection and wait (briefly) for their threads."""
@@ -201,6 +211,16 @@ class AccountServer:
 
     def _pause(self, seconds: float) -> None:
         self._stopping.wait(seconds)
+
+    def _expire_partials(self) -> None:
+        """Delete partial uploads that nobody continued for `partial_ttl_s`, checking a few
+        times per period, until the server stops."""
+        period = min(max(self.partial_ttl_s / 4, 0.05), 3600.0)
+        while not self._stopping.wait(period):
+            try:
+                self._store.expire_partials(time.time() - self.partial_ttl_s)
+            except OSError:
+                log.exception("account server: expiring partial uploads failed")
 
 
 class ServerFaults:
@@ -727,18 +747,31 @@ class _Store:
     @contextmanager
     def locked(self, a: _Address) -> Iterator[None]:
         """Hold the address's lock: two PUTs of one file never interleave."""
+        with self._address_lock(a, LOCK_WAIT) as held:
+            if not held:
+                raise Refusal(429, "another upload of this file is in progress",
+                              {"Retry-After": "1"})
+            yield
+
+    @contextmanager
+    def locked_if_free(self, a: _Address) -> Iterator[bool]:
+        """Hold the address's lock if nobody holds it now; yields whether it does."""
+        with self._address_lock(a, 0) as held:
+            yield held
+
+    @contextmanager
+    def _address_lock(self, a: _Address, wait_s: float) -> Iterator[bool]:
         key = (a.teacher, a.recording, a.name)
         with self._locks_guard:
             entry = self._locks.setdefault(key, [threading.Lock(), 0])
             entry[1] += 1
         try:
-            if not entry[0].acquire(timeout=LOCK_WAIT):
-                raise Refusal(429, "another upload of this file is in progress",
-                              {"Retry-After": "1"})
+            held = entry[0].acquire(timeout=wait_s)
             try:
-                yield
+                yield held
             finally:
-                entry[0].release()
+                if held:
+                    entry[0].release()
         finally:
             with self._locks_guard:
                 entry[1] -= 1
@@ -814,6 +847,30 @@ class _Store:
     def discard_partial(self, path: Path) -> None:
         self._resume.pop(path, None)
         path.unlink(missing_ok=True)
+
+    def expire_partials(self, older_than: float) -> list[Path]:
+        """Delete every partial upload last written before `older_than` (a wall-clock time)
+        that no PUT is appending to now, and its recording's directory if nothing else is in
+        it; returns the partials deleted."""
+        expired = []
+        for path in self.root.glob("*/*/.*.partial"):
+            m = re.fullmatch(r"\.(.+)\.[0-9a-f]{64}\.[0-9]+\.partial", path.name)
+            if not m or not ids.is_file_name(m[1]):
+                continue
+            address = _Address(path.parent.parent.name, path.parent.name, m[1])
+            with self.locked_if_free(address) as free:
+                try:
+                    if not free or path.stat().st_mtime >= older_than:
+                        continue
+                except FileNotFoundError:
+                    continue
+                self.discard_partial(path)
+                expired.append(path)
+            try:
+                path.parent.rmdir()  # only if empty: a recording of nothing but this partial
+            except OSError:
+                pass
+        return expired
 
     def upload_temp(self, a: _Address) -> Path:
         path = self.file_path(a)
@@ -961,6 +1018,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="test CA directory; a new CA is made there if it is empty")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8443, help="0 = any free port")
+    parser.add_argument("--partial-ttl", type=float, default=PARTIAL_TTL_S, metavar="SECONDS",
+                        help="delete a partial upload nobody continued for this long")
     parser.add_argument("--device", action="append", default=[], metavar="ID",
                         help="issue a device certificate for ID (if not there yet)")
     parser.add_argument("--teacher", action="append", default=[], metavar="ID",
@@ -981,7 +1040,7 @@ def main(argv: list[str] | None = None) -> int:
             if not (args.pki / f"{role}-{ident}.pem").exists():
                 pki.issue(ident, role)
 
-    server = AccountServer(args.root, pki, args.host, args.port)
+    server = AccountServer(args.root, pki, args.host, args.port, args.partial_ttl)
     server.start()
     print(f"account server: {server.url}  (CA {pki.ca_cert}, storing under {args.root})",
           flush=True)

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from formats.durable import atomic_write
-from hwsim.account_api import DEVICE, TEACHER  # the roles, named in each certificate's OU
+from hwsim.account_api import DEVICE as DEVICE, TEACHER as TEACHER  # re-exported: the roles, named in each certificate's OU
 
 
 @dataclass(frozen=True)

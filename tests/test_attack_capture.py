@@ -552,7 +552,7 @@ def test_quota_stops_free_the_recorder_its_encoders_and_their_threads_without_th
             recorder = Recorder(FakeCamera(), FakeMicrophone(), directory, recipient, SETTINGS,
                                 free_bytes=lambda p: next(quota, 0))
             recorder.start()
-            wait_for(lambda: recorder.failed, what="the quota stop")
+            wait_for(lambda r=recorder: r.failed, what="the quota stop")
             assert [e.index for e in recorder.stop()] == [1]
             assert isinstance(recorder.error, DiskFull)
             assert recorder.error.__traceback__ is None

@@ -1,15 +1,20 @@
 """The upload client: one file to the teacher's account, as the README's upload API says.
 
     client = UploadClient(UploadSettings(url="https://account.example", client_cert=..., ...))
-    stored = client.put(UploadTarget(teacher_id, recording_id, name, path, sha256, size))
+    stored = client.put(UploadTarget(teacher_id, recording_id, name, path, sha256, size),
+                        progress=heartbeat, cancel=discarded)
     # stored.sha256 is what the server kept; the caller deletes its copy only if it is its own
 
 Every call has a connect and a read timeout. Bodies are streamed from the file, never read whole
-into memory, at most `bandwidth_bps` fast. A file larger than `chunk_bytes` is sent in ranges
-and resumes where the server says it got to. The outcome of a call is one of: `Stored`;
-`RetryLater` (the network, a timeout, 5xx, 429: try again, after `retry_after` if the server said);
-`Refused` (a 4xx that says the request itself is wrong: retrying it as it is will not help);
-`Gone` (the file was deleted here meanwhile: the teacher discarded its recording).
+into memory, at most `bandwidth_bps` fast; `progress()` is called whenever bytes have moved (the
+watchdog's sign of life), so a slow upload is not mistaken for a hung one. A file larger than
+`chunk_bytes` is sent in ranges and resumes where the server says it got to. The outcome of a call
+is one of: `Stored`; `RetryLater` (the network, a timeout, 5xx, 429: try again, after
+`retry_after` if the server said); `Refused` (a 4xx that says the request itself is wrong, or a
+redirect: retrying it as it is will not help); `Gone` (the file was deleted here meanwhile, or
+`cancel` was set: the teacher discarded its recording, and the body was cut off before its end).
+Redirects are never followed: the file and the unit's certificate go to the configured server
+or nowhere, and only that server's answer can count as "stored" (P6, P7).
 Retrying is the caller's business (`uploader.worker`), so this module makes exactly one attempt.
 """
 from __future__ import annotations
@@ -47,11 +52,13 @@ class RetryLater(UploadError):
 
 
 class Refused(UploadError):
-    """The server says this request is wrong (a 4xx); sending it again unchanged will not help."""
+    """The server says this request is wrong (a 4xx), or sends it elsewhere (a 3xx, never
+    followed); sending it again unchanged will not help."""
 
 
 class Gone(UploadError):
-    """The file is no longer on the unit (the teacher discarded its recording)."""
+    """The file is no longer on the unit, or the caller cancelled the send (the teacher
+    discarded its recording)."""
 
 
 @dataclass(frozen=True)
@@ -90,11 +97,10 @@ class UploadSettings:
 class UploadClient:
     """Sends sealed files to the account server. One attempt per `put`."""
 
-    def __init__(self, settings: UploadSettings, progress: Callable[[], None] = lambda: None):
+    def __init__(self, settings: UploadSettings):
         _check_url(settings)
         self._s = settings
         self._base = settings.url.rstrip("/")
-        self._progress = progress
         self._session = requests.Session()
         # Retries belong to the worker (with backoff that honours Retry-After); here, none.
         adapter = _BlockAdapter(max_retries=0)
@@ -110,20 +116,24 @@ class UploadClient:
     def close(self) -> None:
         self._session.close()
 
-    def put(self, target: UploadTarget) -> Stored:
+    def put(self, target: UploadTarget, progress: Callable[[], None] = lambda: None,
+            cancel: threading.Event | None = None) -> Stored:
         """Send `target` (resuming a ranged upload where the server got to); returns what the
-        server stored, or raises `RetryLater` / `Refused`."""
+        server stored, or raises `RetryLater` / `Refused` / `Gone`. `progress()` is called each
+        time bytes have moved; once `cancel` is set, no further byte of the file is sent."""
+        sending = _Sending(progress, cancel)
         url = self._address(target)
         headers = {"X-Classcam-SHA256": target.sha256, "X-Classcam-Size": str(target.size)}
         if target.size <= self._s.chunk_bytes:
-            return self._stored(self._request("PUT", url, target, 0, target.size, headers))
-        offset = self._resume_offset(url)
+            return self._stored(self._request(sending, "PUT", url, target, 0, target.size,
+                                              headers))
+        offset = self._resume_offset(sending, url)
         if isinstance(offset, Stored):
             return offset
         while True:
             end = min(offset + self._s.chunk_bytes, target.size)
             ranged = dict(headers, **{"Content-Range": f"bytes {offset}-{end - 1}/{target.size}"})
-            response = self._request("PUT", url, target, offset, end - offset, ranged)
+            response = self._request(sending, "PUT", url, target, offset, end - offset, ranged)
             if response.status_code in (202, 416):  # 416: the server is elsewhere; go there
                 offset = self._offset(response, target.size)
                 continue
@@ -131,22 +141,29 @@ class UploadClient:
 
     # -- one request ------------------------------------------------------------------------
 
-    def _request(self, method: str, url: str, target: UploadTarget | None = None,
-                 offset: int = 0, length: int = 0, headers: dict[str, str] | None = None,
+    def _request(self, sending: "_Sending", method: str, url: str,
+                 target: UploadTarget | None = None, offset: int = 0, length: int = 0,
+                 headers: dict[str, str] | None = None,
                  answers: frozenset[int] = frozenset({416})) -> requests.Response:
-        """One request; a 4xx not in `answers` is `Refused`, a 5xx, 408 or 429 `RetryLater`."""
+        """One request; a 4xx not in `answers`, or any 3xx, is `Refused`; a 5xx, 408 or 429
+        `RetryLater`."""
         try:
+            sending.check()
             if target is None:
                 response = self._session.request(method, url, headers=headers,
-                                                 timeout=self._timeout, verify=self._verify)
+                                                 timeout=self._timeout, verify=self._verify,
+                                                 allow_redirects=False)
             else:
                 with open(target.path, "rb") as f:
                     f.seek(offset)
-                    body = _FileSlice(f, length, self._pace, self._progress)
+                    body = _FileSlice(f, length, self._pace, sending)
                     response = self._session.request(method, url, data=body, headers=headers,
-                                                     timeout=self._timeout, verify=self._verify)
+                                                     timeout=self._timeout, verify=self._verify,
+                                                     allow_redirects=False)
         except FileNotFoundError:
             raise Gone(f"{target.name} is no longer on the unit") from None
+        except _Cancelled:
+            raise Gone("the send was cancelled") from None
         except requests.exceptions.SSLError as e:
             raise RetryLater(f"TLS: {_short(e)}") from None
         except requests.exceptions.Timeout:
@@ -157,17 +174,22 @@ class UploadClient:
             raise RetryLater(f"request failed: {_short(e)}") from None
         except OSError as e:  # reading the file while sending it
             raise RetryLater(f"cannot read {target.name if target else url}: {e}") from None
-        self._progress()
+        sending.progress()
         if response.status_code in (408, 429) or response.status_code >= 500:
             raise RetryLater(f"server answered {response.status_code} {response.reason}",
                              _retry_after(response.headers.get("Retry-After")))
+        if 300 <= response.status_code < 400:
+            # Followed, a redirect would take the file (or, as a GET, its hash) and the unit's
+            # certificate to another host, whose 200 would then count as "stored".
+            raise Refused(f"server answered {response.status_code} {response.reason}: a "
+                          "redirect, which the unit never follows")
         if response.status_code >= 400 and response.status_code not in answers:
             raise Refused(f"server answered {response.status_code} {response.reason}: "
                           f"{_error_text(response)}")
         return response
 
-    def _resume_offset(self, url: str) -> int | Stored:
-        response = self._request("HEAD", url, answers=frozenset({404}))
+    def _resume_offset(self, sending: "_Sending", url: str) -> int | Stored:
+        response = self._request(sending, "HEAD", url, answers=frozenset({404}))
         if response.status_code == 404:  # nothing of it there yet
             return 0
         if "X-Classcam-SHA256" in response.headers:
@@ -201,15 +223,35 @@ class UploadClient:
                 f"{quote(t.recording_id, safe='')}/{quote(t.name, safe='')}")
 
 
+class _Cancelled(Exception):
+    """The caller cancelled the send. Deliberately not an OSError: urllib3 passes it through
+    unwrapped (and closes the connection), so the body ends short and the server stores
+    nothing of a whole-file PUT."""
+
+
+class _Sending:
+    """One `put`: the caller's sign-of-life callback and cancel switch."""
+
+    def __init__(self, progress: Callable[[], None], cancel: threading.Event | None):
+        self.progress = progress
+        self._cancel = cancel
+
+    def check(self) -> None:
+        """Raise `_Cancelled` once the caller has cancelled."""
+        if self._cancel is not None and self._cancel.is_set():
+            raise _Cancelled()
+
+
 class _FileSlice:
     """`length` bytes of an open file, read in blocks as the body is sent, at most as fast as
-    the pacer allows; `progress()` after each block (the watchdog's sign of life)."""
+    the pacer allows; `progress()` after each block, so the sign of life keeps going exactly
+    while bytes move. Cancelling stops it before the next block."""
 
-    def __init__(self, f: BinaryIO, length: int, pace: "_Pacer", progress: Callable[[], None]):
+    def __init__(self, f: BinaryIO, length: int, pace: "_Pacer", sending: _Sending):
         self._f = f
         self._left = length
         self._pace = pace
-        self._progress = progress
+        self._sending = sending
 
     def __len__(self) -> int:  # requests sends a Content-Length, not a chunked body
         return self._left
@@ -218,22 +260,33 @@ class _FileSlice:
         if self._left <= 0:
             return b""
         n = self._left if n is None or n < 0 else min(n, self._left)
+        n = self._pace.portion(n)
+        self._sending.check()
         self._pace.wait(n)
+        self._sending.check()
         data = self._f.read(n)
         self._left -= len(data)
         if not data and self._left > 0:
             raise OSError("the file shrank while it was being sent")
-        self._progress()
+        self._sending.progress()
         return data
 
 
 class _Pacer:
     """A bandwidth cap: blocks long enough that the bytes sent so far stay under the rate."""
 
+    STEP_S = 0.25  # the longest one wait: a capped upload still shows a sign of life this often
+
     def __init__(self, bytes_per_second: int):
         self._rate = bytes_per_second
         self._lock = threading.Lock()
         self._next = time.monotonic()
+
+    def portion(self, n: int) -> int:
+        """How much of `n` bytes to send in one go: no more than `STEP_S` worth of the cap."""
+        if self._rate <= 0:
+            return n
+        return max(1, min(n, int(self._rate * self.STEP_S)))
 
     def wait(self, n: int) -> None:
         if self._rate <= 0:

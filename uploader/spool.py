@@ -7,12 +7,16 @@ record of how far each file has got.
     made, newest = spool.newest()                 # the last recording, if still here
     spool.add(rec, "seg-000001.ts.age", sha256)   # a sealed file, queued for upload
     f = spool.next_sealed()                       # the oldest file not yet confirmed
-    spool.mark(f, FileState.UPLOADING); ...; spool.confirm(f, sha256_the_server_stored)
+    sending = spool.begin_send(f)                 # UPLOADING; None if it was discarded
+    ...; spool.confirm(f, sha256_the_server_stored); spool.end_send(sending)
 
-Each recording is a directory holding `recording.json` (who it is for, and its order), its sealed
-files (`seg-NNNNNN.ts.age`, `manifest.age`) and the segments' manifest entries. Every file moves
-through one enum, kept in an SQLite journal (WAL, synchronous=FULL: a committed transition
-survives a power cut):
+Each recording is a directory holding `recording.json` (its id, the teacher id its upload address
+needs, the teacher's recipient a manifest is sealed to after a crash, and its order), its sealed
+files (`seg-NNNNNN.ts.age`, `manifest.age`) and the segments' manifest entries. Nothing on the
+card says when a recording was made (P9): its start time is kept in memory for the manifest, and
+after a crash it is read back from the first segment's own file time. Every file moves through
+one enum, kept in an SQLite journal (WAL, synchronous=FULL: a committed transition survives a
+power cut) that names files by recording id, never by teacher:
 
     sealed -> uploading -> confirmed -> purged
 
@@ -20,6 +24,9 @@ There is no failed state: a file stays sealed until the server has confirmed its
 long that takes, and only a confirmed file is deleted (P7). A recording's directory goes once its
 manifest is purged. The files on disk are the truth about what is sealed; `recover()` brings the
 journal into line with them after a crash.
+
+A recording taken out (discarded, or finished) is renamed out of sight at once; its files are
+overwritten and deleted only once the uploader has let go of them, by exactly one thread.
 """
 from __future__ import annotations
 
@@ -32,7 +39,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -44,6 +51,9 @@ META = "recording.json"
 JOURNAL = "journal.db"
 MANIFEST = "manifest.age"
 SEGMENT_GLOB = "seg-*.ts.age"
+# How long a discard waits for a send of the same recording to stop (at its next block, or when
+# the server answers), so that it can say whether that file reached the account.
+DISCARD_WAIT_S = 60.0
 
 
 class FileState(enum.StrEnum):
@@ -64,7 +74,9 @@ class Recording:
     recipient: str
     sequence: int
     path: Path
-    start: dict  # {"monotonic": float, "wall": float} when the recording was created
+    # {"monotonic": float, "wall": float} when it was created: in memory only, never on the card
+    # (None for a recording read back from the disk, which is the same recording).
+    start: dict | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -89,6 +101,22 @@ class Backlog:
     bytes: int
 
 
+class Sending:
+    """A file the uploader holds open to send it (`Spool.begin_send`). `withdrawn` is set when
+    the teacher discards its recording meanwhile: the uploader then sends no further byte of it
+    and lets go (`Spool.end_send`)."""
+
+    def __init__(self, file: "SpoolFile"):
+        self.file = file
+        self.withdrawn = threading.Event()
+        self.stored = False               # the server confirmed its hash during this send
+        self._ended = threading.Event()
+
+    def wait_ended(self, timeout: float) -> bool:
+        """Wait until the uploader has let go of the file; False if `timeout` passed first."""
+        return self._ended.wait(timeout)
+
+
 class Spool:
     """Recordings on local storage, oldest to newest, and their files' upload states.
     Safe to use from several threads (capture, uploader, the daemon's loop)."""
@@ -98,19 +126,17 @@ class Spool:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock = threading.RLock()
         self._listeners: list[Callable[[], None]] = []
+        self._teachers: dict[str, str] = {}       # recording id -> teacher id, from recording.json
+        self._sending: dict[int, Sending] = {}    # seq -> the send holding that file open
+        self._doomed: dict[str, Path] = {}        # taken out; shredded when its send ends
         self._db = sqlite3.connect(directory / JOURNAL, check_same_thread=False,
                                    isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("""CREATE TABLE IF NOT EXISTS files (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
-            recording_id TEXT NOT NULL,
-            teacher_id TEXT NOT NULL,
-            name TEXT NOT NULL,
-            size INTEGER NOT NULL,
-            sha256 TEXT NOT NULL,
-            state TEXT NOT NULL CHECK (state IN ('sealed', 'uploading', 'confirmed', 'purged')),
-            UNIQUE (recording_id, name))""")
+        # Deleted records are overwritten, not left in free pages for whoever reads the card.
+        self._db.execute("PRAGMA secure_delete=ON")
+        self._db.execute(f"CREATE TABLE IF NOT EXISTS files ({_FILES_COLUMNS})")
+        self._drop_teacher_ids()
         # The sequence number of the newest recording ever made here, so "the last recording"
         # stays that one after it has left the spool.
         self._db.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, "
@@ -128,16 +154,18 @@ class Spool:
             sequence = max([r.sequence for r in self.recordings()] + [self._last_sequence()]) + 1
             self._db.execute("INSERT OR REPLACE INTO counters VALUES ('last_sequence', ?)",
                              (sequence,))
-        recording_id = secrets.token_hex(16)
+        recording_id = secrets.token_hex(16)  # random: it says nothing of when or who
         tmp = self.directory / f".new-{recording_id}"
         tmp.mkdir(mode=0o700)
         start = {"monotonic": time.monotonic(), "wall": time.time()}
         meta = {"recording_id": recording_id, "teacher_id": teacher_id,
-                "recipient": recipient, "sequence": sequence, "start": start}
+                "recipient": recipient, "sequence": sequence}
         atomic_write(tmp / META, json.dumps(meta).encode(), mode=0o600)
         final = self.directory / recording_id
         os.rename(tmp, final)
         fsync_dir(self.directory)
+        with self._lock:
+            self._teachers[recording_id] = teacher_id
         return Recording(recording_id, teacher_id, recipient, sequence, final, start)
 
     def recordings(self) -> list[Recording]:
@@ -149,10 +177,11 @@ class Spool:
             try:
                 meta = json.loads((path / META).read_bytes())
                 found.append(Recording(meta["recording_id"], meta["teacher_id"],
-                                       meta["recipient"], int(meta["sequence"]), path,
-                                       meta["start"]))
+                                       meta["recipient"], int(meta["sequence"]), path))
             except (OSError, ValueError, KeyError, TypeError) as e:
                 log.error("spool: %s is unreadable, left in place: %s", path.name, e)
+        with self._lock:
+            self._teachers.update((r.recording_id, r.teacher_id) for r in found)
         return sorted(found, key=lambda r: r.sequence)
 
     def newest(self) -> tuple[bool, Recording | None]:
@@ -164,15 +193,28 @@ class Spool:
             return True, recordings[-1]
         return last > 0, None
 
-    def discard(self, recording_id: str) -> int:
+    def discard(self, recording_id: str, wait_s: float = DISCARD_WAIT_S) -> int:
         """The teacher's discard: nothing more of the recording is uploaded, and everything of it
         here is overwritten and deleted (on flash that is best effort, which is why it only ever
-        holds ciphertext, P4). Returns how many of its files the server already had."""
+        holds ciphertext, P4). A file being sent is cut off at its next block; this waits (up to
+        `wait_s`) for that send to end. Returns how many of its files the server has, counting
+        one whose send won the race."""
         with self._lock:
+            sends = [s for s in self._sending.values() if s.file.recording_id == recording_id]
+            in_flight = [s.file.seq for s in sends]
             uploaded = self._db.execute(
-                "SELECT COUNT(*) FROM files WHERE recording_id = ? AND state IN (?, ?)",
-                (recording_id, FileState.CONFIRMED, FileState.PURGED)).fetchone()[0]
-        self._remove(recording_id)
+                "SELECT COUNT(*) FROM files WHERE recording_id = ? AND state IN (?, ?) "
+                "AND seq NOT IN (%s)" % ",".join("?" * len(in_flight)),
+                (recording_id, FileState.CONFIRMED, FileState.PURGED, *in_flight)).fetchone()[0]
+            for sending in sends:
+                sending.withdrawn.set()
+            doomed = self._take_out(recording_id)
+        deadline = time.monotonic() + wait_s
+        for sending in sends:
+            sending.wait_ended(max(0.0, deadline - time.monotonic()))
+        uploaded += sum(1 for s in sends if s.stored)
+        self._shred_when_free(recording_id, doomed)
+        self._notify()
         return uploaded
 
     def forget(self, recording_id: str) -> None:
@@ -180,7 +222,8 @@ class Spool:
         self._remove(recording_id)
 
     def listen(self, listener: Callable[[], None]) -> None:
-        """Call `listener()` (on the adding thread) whenever a file is queued."""
+        """Call `listener()` (on the calling thread) whenever a file is queued or a recording
+        is discarded."""
         self._listeners.append(listener)
 
     def add(self, recording: Recording, name: str, sha256: str) -> None:
@@ -188,12 +231,10 @@ class Spool:
         size = (recording.path / name).stat().st_size
         with self._lock:
             self._db.execute(
-                "INSERT OR IGNORE INTO files (recording_id, teacher_id, name, size, sha256, state)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (recording.recording_id, recording.teacher_id, name, size, sha256,
-                 FileState.SEALED))
-        for listener in self._listeners:
-            listener()
+                "INSERT OR IGNORE INTO files (recording_id, name, size, sha256, state)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (recording.recording_id, name, size, sha256, FileState.SEALED))
+        self._notify()
 
     def next_sealed(self, skip: frozenset[int] = frozenset()) -> SpoolFile | None:
         """The oldest file still waiting for upload, leaving out the files in `skip`."""
@@ -212,12 +253,42 @@ class Spool:
             raise ValueError("use confirm() and purge()")
         self._set(file, state)
 
+    def begin_send(self, file: SpoolFile) -> Sending | None:
+        """Record that `file` is being sent (UPLOADING) and held open until `end_send`; None if
+        its recording was taken out meanwhile (send nothing)."""
+        with self._lock:
+            if self._db.execute("SELECT 1 FROM files WHERE seq = ?",
+                                (file.seq,)).fetchone() is None:
+                return None
+            self._set(file, FileState.UPLOADING)
+            sending = self._sending[file.seq] = Sending(file)
+            return sending
+
+    def end_send(self, sending: Sending) -> None:
+        """The uploader no longer reads the file. If its recording was taken out and nobody
+        waits to shred it, it is shredded now."""
+        rid = sending.file.recording_id
+        with self._lock:
+            self._sending.pop(sending.file.seq, None)
+            sending._ended.set()
+            doomed = None if self._open(rid) else self._doomed.pop(rid, None)
+        if doomed is not None:
+            _shred(doomed)
+            fsync_dir(self.directory)
+
     def confirm(self, file: SpoolFile, stored_sha256: str) -> bool:
         """The server says it stored `stored_sha256`: if that is the file's own hash, record it
         as confirmed and delete the local copy. Returns False (and keeps the file) otherwise."""
         if stored_sha256 != file.sha256:
             return False
-        self._set(file, FileState.CONFIRMED)
+        with self._lock:
+            sending = self._sending.get(file.seq)
+            if sending is not None:
+                sending.stored = True
+            if self._db.execute("SELECT 1 FROM files WHERE seq = ?",
+                                (file.seq,)).fetchone() is None:
+                return True  # its recording was taken out meanwhile: nothing here to delete
+            self._set(file, FileState.CONFIRMED)
         self.purge(file)
         return True
 
@@ -260,10 +331,19 @@ class Spool:
     # -- recovery -----------------------------------------------------------------------------
 
     def recover(self) -> None:
-        """Finish what a crash interrupted: half-made and half-discarded directories go."""
+        """Finish what a crash interrupted: half-made and half-discarded directories go. (And a
+        recording made by an older version loses the start time it kept on the card.)"""
         for path in self.directory.glob(".*-*"):
             if path.name.startswith((".new-", ".discard-")):
                 _shred(path)
+        for meta in self.directory.glob(f"[!.]*/{META}"):
+            try:
+                fields = json.loads(meta.read_bytes())
+                if isinstance(fields, dict) and "start" in fields:
+                    del fields["start"]
+                    atomic_write(meta, json.dumps(fields).encode(), mode=0o600)
+            except (OSError, ValueError) as e:
+                log.error("spool: %s is unreadable, left in place: %s", meta.parent.name, e)
         fsync_dir(self.directory)
 
     def reconcile(self, hashed: Callable[[int], None] = lambda size: None) -> None:
@@ -324,23 +404,91 @@ class Spool:
             self._remove(recording_id)
 
     def _remove(self, recording_id: str) -> None:
-        """Take a recording out of the spool. The rename is the moment it is gone: after it
-        nothing uploads it and a crash leaves only a `.discard-` directory for `recover()` to
-        finish; the journal's records go after it, so a crash in between cannot queue it again."""
+        """Take a recording out of the spool, and shred it once nothing holds it open."""
+        with self._lock:
+            doomed = self._take_out(recording_id)
+        self._shred_when_free(recording_id, doomed)
+
+    def _take_out(self, recording_id: str) -> Path | None:
+        """(Under the lock.) The rename is the moment a recording is gone: after it nothing
+        uploads it and a crash leaves only a `.discard-` directory for `recover()` to finish; the
+        journal's records go after it, so a crash in between cannot queue it again. Returns the
+        renamed directory, to be shredded by the caller: only the thread that renamed it has it,
+        so two removals of one recording shred it once."""
         path = self.directory / recording_id
         doomed = self.directory / f".discard-{recording_id}"
+        renamed = False
+        if path.exists():
+            os.rename(path, doomed)
+            fsync_dir(self.directory)
+            renamed = True
+        self._db.execute("DELETE FROM files WHERE recording_id = ?", (recording_id,))
+        self._teachers.pop(recording_id, None)
+        return doomed if renamed else None
+
+    def _shred_when_free(self, recording_id: str, doomed: Path | None) -> None:
+        """Shred `doomed` now, or, while the uploader still reads one of its files, leave that
+        to `end_send`: overwriting a file being sent would send zeros."""
+        if doomed is None:
+            return
         with self._lock:
-            if path.exists():
-                os.rename(path, doomed)
-                fsync_dir(self.directory)
-            self._db.execute("DELETE FROM files WHERE recording_id = ?", (recording_id,))
+            if self._open(recording_id):
+                self._doomed[recording_id] = doomed
+                return
         _shred(doomed)
         fsync_dir(self.directory)
 
+    def _open(self, recording_id: str) -> bool:
+        return any(s.file.recording_id == recording_id for s in self._sending.values())
+
+    def _notify(self) -> None:
+        for listener in self._listeners:
+            listener()
+
+    def _teacher(self, recording_id: str) -> str:
+        """The teacher id of a recording (its upload address), from its `recording.json`."""
+        with self._lock:
+            teacher = self._teachers.get(recording_id)
+        if teacher is None:
+            try:
+                teacher = str(json.loads((self.directory / recording_id / META)
+                                         .read_bytes())["teacher_id"])
+            except (OSError, ValueError, KeyError, TypeError):
+                return ""  # taken out meanwhile: nothing will be sent
+            with self._lock:
+                self._teachers[recording_id] = teacher
+        return teacher
+
+    def _drop_teacher_ids(self) -> None:
+        """A journal made by an older version named each file's teacher: rewrite it without."""
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(files)")]
+        if "teacher_id" not in columns:
+            return
+        self._db.executescript(f"""BEGIN IMMEDIATE;
+            CREATE TABLE files_new ({_FILES_COLUMNS});
+            INSERT INTO files_new (seq, recording_id, name, size, sha256, state)
+                SELECT seq, recording_id, name, size, sha256, state FROM files;
+            DROP TABLE files;
+            ALTER TABLE files_new RENAME TO files;
+            COMMIT;""")
+        # Rewrite the file and empty the write-ahead log: no old page keeps a teacher id.
+        self._db.execute("VACUUM")
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def _file(self, row: tuple) -> SpoolFile:
-        seq, recording_id, teacher_id, name, size, sha256, state = row
-        return SpoolFile(seq, recording_id, teacher_id, name, size, sha256, FileState(state),
-                         self.directory / recording_id / name)
+        seq, recording_id, name, size, sha256, state = row
+        return SpoolFile(seq, recording_id, self._teacher(recording_id), name, size, sha256,
+                         FileState(state), self.directory / recording_id / name)
+
+
+_FILES_COLUMNS = """
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    recording_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('sealed', 'uploading', 'confirmed', 'purged')),
+    UNIQUE (recording_id, name)"""
 
 
 def _shred(path: Path) -> None:

@@ -9,10 +9,14 @@ A passing failure (`RetryLater`: the network, a timeout, 5xx, 429) is retried wi
 backoff and full jitter, never sooner than the server's Retry-After, for as long as it takes. A
 file the server refuses (`Refused`, a 4xx) or stores with another hash is kept and tried again
 after `hold_s`: no file ever reaches a state where it is given up on. Only a file whose hash the
-server confirmed is deleted, by `Spool.confirm`.
+server confirmed is deleted, by `Spool.confirm`. A file whose recording the teacher discards
+while it is sent is cut off at its next block and dropped quietly: that is no fault.
 
-The journal gets one line when uploads start failing (with the reason) and one when they work
-again; never which teacher or recording (P9).
+The uploader shows a sign of life (`alive`) while it waits in short steps and each time bytes of
+a file move, so a slow upload is not mistaken for a hung one, and a hung one still is.
+
+The journal gets one line when uploads start failing (with the reason) and one when a file is
+confirmed again; never which teacher or recording, and nothing timed by a discard (P9).
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ from typing import Callable
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_random_exponential
 
 from uploader.client import Gone, Refused, RetryLater, Stored, UploadClient, UploadTarget
-from uploader.spool import Backlog, FileState, Spool, SpoolFile
+from uploader.spool import Backlog, FileState, Sending, Spool, SpoolFile
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +63,9 @@ class Uploader:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="uploader", daemon=True)
-        self._failing: str | None = None
+        self._failing: str | None = None    # what status() says: `_retrying`, or a held reason
+        self._retrying: str | None = None   # why the last attempt failed, until the server answers
+        self._fault_logged = False          # a fault line has had no "working again" line yet
         self._reported: UploadStatus | None = None
         # Files the server refused (by seq) -> (when to try them again, why).
         self._held: dict[int, tuple[float, str]] = {}
@@ -102,68 +108,89 @@ class Uploader:
                 if file is None:
                     self._idle()
                     continue
+                sending = self._spool.begin_send(file)
+                if sending is None:  # discarded since next_sealed
+                    continue
                 try:
-                    stored = self._send(file)
-                except _Stopping:
-                    self._spool.mark(file, FileState.SEALED)
-                    break
-                except Refused as e:
-                    self._hold(file, f"server refused a file: {e.reason}")
-                    continue
-                except Gone as e:
-                    if self._spool.knows(file.recording_id, file.name):  # not a discard
-                        self._hold(file, f"a sealed file cannot be read: {e.reason}")
-                    continue
-                if self._spool.confirm(file, stored.sha256):
-                    self._held.pop(file.seq, None)
-                    self._working()
-                else:
-                    self._hold(file, "server stored different bytes than were sent")
+                    if not self._upload(file, sending):
+                        break
+                finally:
+                    self._spool.end_send(sending)  # only now may a discarded file be shredded
         except Exception:  # a bug must not silently end uploads: the watchdog sees the thread die
             log.exception("uploader stopped by an unexpected error")
             raise
 
-    def _send(self, file: SpoolFile) -> Stored:
-        self._spool.mark(file, FileState.UPLOADING)
+    def _upload(self, file: SpoolFile, sending: Sending) -> bool:
+        """Send one file until the server answers (or its recording is discarded); False when
+        the uploader is stopping."""
+        try:
+            stored = self._send(file, sending)
+        except _Stopping:
+            self._spool.mark(file, FileState.SEALED)
+            return False
+        except Refused as e:
+            self._retrying = None
+            if not sending.withdrawn.is_set():  # a discarded file's refusal says nothing
+                self._hold(file, f"server refused a file: {e.reason}")
+            return True
+        except Gone as e:
+            if not sending.withdrawn.is_set() and self._spool.knows(file.recording_id,
+                                                                    file.name):
+                self._hold(file, f"a sealed file cannot be read: {e.reason}")
+            return True
+        self._retrying = None
+        if stored.sha256 == file.sha256:
+            # Uploads work: say so before the file leaves the backlog, so that no status shows
+            # an empty backlog as still failing.
+            self._held.pop(file.seq, None)
+            self._update_failing()
+        if self._spool.confirm(file, stored.sha256):
+            self._working()
+        elif not sending.withdrawn.is_set():
+            self._hold(file, "server stored different bytes than were sent")
+        return True
+
+    def _send(self, file: SpoolFile, sending: Sending) -> Stored:
         target = UploadTarget(file.teacher_id, file.recording_id, file.name, file.path,
                               file.sha256, file.size)
         retrying = Retrying(
             retry=retry_if_exception_type(RetryLater),
             wait=_Backoff(self._retry_max_s),
-            sleep=self._sleep,
+            sleep=lambda seconds: self._sleep(seconds, until=sending.withdrawn),
             before_sleep=self._attempt_failed,
             reraise=True)
-        return retrying(self._attempt, target)
+        return retrying(self._attempt, target, sending)
 
-    def _attempt(self, target: UploadTarget) -> Stored:
+    def _attempt(self, target: UploadTarget, sending: Sending) -> Stored:
         if self._stopping.is_set():
             raise _Stopping()
         self._beat()
-        return self._client.put(target)
+        # Each block sent is a sign of life; a discard stops the body at the next block.
+        return self._client.put(target, progress=self._beat, cancel=sending.withdrawn)
 
     def _attempt_failed(self, state: RetryCallState) -> None:
         error = state.outcome.exception()
         reason = getattr(error, "reason", str(error))
-        if reason != self._failing:
+        if reason != self._retrying:
             log.error("fault: upload: %s; recordings are kept on the unit and retried "
                       "(next in %.0f s)", reason, state.upcoming_sleep)
-            self._failing = reason
+            self._fault_logged = True
+            self._retrying = reason
             self._report()
 
     def _working(self) -> None:
         """A file was confirmed. Uploads work again, unless a refused file is still held."""
-        held = [why for _, why in self._held.values()]
-        if self._failing is not None and not held:
-            log.info("upload: working again")
-        self._failing = held[-1] if held else None
         self._report()
+        if self._fault_logged and self._failing is None:
+            log.info("upload: working again")
+            self._fault_logged = False
 
     def _hold(self, file: SpoolFile, reason: str) -> None:
         self._spool.mark(file, FileState.SEALED)
         self._held[file.seq] = (time.monotonic() + self._hold_s, reason)
         log.error("fault: upload: %s; the file is kept and tried again in %.0f s", reason,
                   self._hold_s)
-        self._failing = reason
+        self._fault_logged = True
         self._report()
 
     def _still_held(self) -> frozenset[int]:
@@ -177,11 +204,12 @@ class Uploader:
         self._sleep(wait, wake=True)
         self._wake.clear()
 
-    def _sleep(self, seconds: float, wake: bool = False) -> None:
-        """Wait in short steps (the heartbeat keeps going); stop() ends it, and so does wake()
-        when `wake` is set."""
+    def _sleep(self, seconds: float, wake: bool = False,
+               until: threading.Event | None = None) -> None:
+        """Wait in short steps (the heartbeat keeps going); stop() ends it, so does wake()
+        when `wake` is set, and so does `until` (within a step)."""
         end = time.monotonic() + seconds
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and not (until is not None and until.is_set()):
             self._beat()
             left = end - time.monotonic()
             if left <= 0:
@@ -195,7 +223,19 @@ class Uploader:
     def _beat(self) -> None:
         self.heartbeat = time.monotonic()
 
+    def _update_failing(self) -> None:
+        """Why uploads fail now: the last attempt's passing failure, else the newest refusal
+        still held. A held file whose recording was discarded holds nothing any more."""
+        if self._held:
+            waiting = {f.seq for f in self._spool.files()
+                       if f.state in (FileState.SEALED, FileState.UPLOADING)}
+            self._held = {seq: v for seq, v in self._held.items() if seq in waiting}
+        held = [why for _, why in self._held.values()]
+        self._failing = self._retrying or (held[-1] if held else None)
+
     def _report(self) -> None:
+        """Tell `on_change` if the status changed."""
+        self._update_failing()
         status = self.status()
         if status != self._reported:
             self._reported = status
