@@ -16,7 +16,8 @@ import shutil
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Awaitable, Callable
 
 import gpiozero
 
@@ -55,7 +56,7 @@ class Hardware:
     free_bytes: Callable[[Path], int] = lambda path: shutil.disk_usage(path).free
     # Tasks a backend runs beside the daemon, each given the running unit and cancelled when the
     # daemon stops; the Pi backend runs none.
-    tasks: list[Callable[["Unit"], Awaitable[None]]] = field(default_factory=list)
+    tasks: list[Callable[[Unit], Awaitable[None]]] = field(default_factory=list)
     on_close: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:

@@ -15,7 +15,7 @@ import enum
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey

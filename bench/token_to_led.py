@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _one_run(unit, pad: PadClient, lab: Lab, timeline: "TimelineFollower",
+def _one_run(unit, pad: PadClient, lab: Lab, timeline: TimelineFollower,
              hold: float) -> tuple[float, float, dict[str, float]]:
     """One arm/start/stop cycle: (token -> LED on, stop -> LED off, stages in seconds)."""
     unit.control("press")

@@ -394,8 +394,8 @@ def report(args, files, results, memory, store_parent, load_before, load_after,
         b = min(runs, key=lambda r: r["wall"])
         best[name] = b
         rates = [_rate(r["wall"], files) for r in runs]
-        small_s = sum(t for t, (_, _, s) in zip(b["times"], files) if s == SMALL)
-        big_s = sum(t for t, (_, _, s) in zip(b["times"], files) if s != SMALL)
+        small_s = sum(t for t, (_, _, s) in zip(b["times"], files, strict=True) if s == SMALL)
+        big_s = sum(t for t, (_, _, s) in zip(b["times"], files, strict=True) if s != SMALL)
         small_rate = small_n * SMALL / small_s / 1e6 if small_s else float("nan")
         big_rate = (total - small_n * SMALL) / big_s / 1e6 if big_s else float("nan")
         conns = b.get("connects", "")
@@ -410,7 +410,7 @@ def report(args, files, results, memory, store_parent, load_before, load_after,
     peer = best[PEER]
     for name in ("ours, one PUT per file", "ours, default chunk (16 MiB ranges)",
                  "curl, one process per file"):
-        paired = [c["wall"] / o["wall"] for c, o in zip(results[PEER], results[name])]
+        paired = [c["wall"] / o["wall"] for c, o in zip(results[PEER], results[name], strict=True)]
         print(f"RATIO {name} / curl one process: throughput {statistics.median(paired):.2f} "
               f"median of rounds [{min(paired):.2f}..{max(paired):.2f}], "
               f"{peer['wall'] / best[name]['wall']:.2f} best/best; "

@@ -73,7 +73,7 @@ def capture_stages(n: int) -> None:
         t2 = time.perf_counter()
         encoders.video.encode(yuv)
         t3 = time.perf_counter()
-        for name, seconds in zip(totals, (t1 - t0, t2 - t1, t3 - t2)):
+        for name, seconds in zip(totals, (t1 - t0, t2 - t1, t3 - t2), strict=True):
             totals[name] += seconds
     print(f"{f'capture thread, {n} frames of {WIDTH}x{HEIGHT}':70} ms/frame (wall)")
     for name, seconds in totals.items():
@@ -126,7 +126,7 @@ def crypto_stages(mib: int) -> None:
           f"   ({len(reader.calls)} read calls of {sorted(sizes)} bytes)")
     for label, pipe_size in (("os.pipe (64 KiB) + encrypt_io thread, 32 KiB writes", None),
                              ("os.pipe (1 MiB)  + encrypt_io thread, 32 KiB writes", 1 << 20)):
-        best = max(_rate(data, lambda: _through_pipe(data, recipient, pipe_size))
+        best = max(_rate(data, lambda size=pipe_size: _through_pipe(data, recipient, size))
                    for _ in range(3))
         print(f"  {label:68} {best:6.0f}")
     print(f"  {'hashlib.sha256 in 64 KiB updates (the sink hashes on that thread)':68} "

@@ -33,7 +33,8 @@ import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
+from collections.abc import Callable
 
 import av
 import numpy as np
@@ -175,7 +176,7 @@ class Recorder:
         self._reading = None
         self._put(_End(failure))
 
-    def _put(self, item: "tuple | _End", patience: float | None = None) -> None:
+    def _put(self, item: tuple | _End, patience: float | None = None) -> None:
         # Never blocks for good: if the encoder has died there is no one to take it.
         deadline = None if patience is None else time.monotonic() + patience
         while not self._encoder_done.is_set():

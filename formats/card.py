@@ -68,7 +68,7 @@ class TeacherCard:
 
     @classmethod
     def create(cls, teacher_id: str, name: str, signing_key: Ed25519PrivateKey,
-               recipient: str) -> tuple["TeacherCard", bytes]:
+               recipient: str) -> tuple[TeacherCard, bytes]:
         """Sign a new card; returns the card and its file contents. Raises `CardRejected` for
         a field the parser would refuse."""
         payload = {"classcam_card": CARD_VERSION, "teacher_id": teacher_id, "name": name,
@@ -81,7 +81,7 @@ class TeacherCard:
         return cls.parse(data), data
 
     @classmethod
-    def parse(cls, data: bytes) -> "TeacherCard":
+    def parse(cls, data: bytes) -> TeacherCard:
         """Parse and verify a card file, or raise `CardRejected` with the reason."""
         if len(data) > MAX_CARD_BYTES:
             raise CardRejected("card is too large")

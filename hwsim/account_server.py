@@ -46,7 +46,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from socketserver import TCPServer
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO
+from collections.abc import Callable, Iterator
 
 from formats import ids
 from formats.durable import fsync_dir
@@ -157,7 +158,7 @@ class AccountServer:
 
     # -- connections ------------------------------------------------------------------------
 
-    def _serve_connection(self, raw: socket.socket, peer: tuple, listener: "_Listener") -> None:
+    def _serve_connection(self, raw: socket.socket, peer: tuple, listener: _Listener) -> None:
         """Runs on the connection's own thread: the TLS handshake here cannot hold up accept()."""
         if "refuse" in self.faults.active():   # accepted just before the listener closed
             raw.close()
@@ -205,7 +206,7 @@ class AccountServer:
         with self._connections_lock:
             return len(self._connections)
 
-    def _record_created(self, address: "_Address") -> None:
+    def _record_created(self, address: _Address) -> None:
         with self._created_lock:
             self._created.append((address.teacher, address.recording, address.name))
 
@@ -283,7 +284,7 @@ class ServerFaults:
         with self._lock:
             return sorted(self._on)
 
-    def _plan(self, put_with_body: bool) -> "_Plan":
+    def _plan(self, put_with_body: bool) -> _Plan:
         """What to do to one request; uses up one of each consulted fault's count."""
         with self._lock:
             delay = self._take("slow")
@@ -297,7 +298,7 @@ class ServerFaults:
                                  fault.after_bytes)
             return _Plan(delay.seconds if delay else 0.0)
 
-    def _take(self, name: str) -> "_Fault | None":
+    def _take(self, name: str) -> _Fault | None:
         fault = self._on.get(name)
         if fault is not None and fault.count is not None:
             fault.count -= 1

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from hwsim.factory import SimParts
 
 
-async def serve(path: Path, unit: "Unit", parts: "SimParts") -> None:
+async def serve(path: Path, unit: Unit, parts: SimParts) -> None:
     """Run the control socket until cancelled."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_socket():
@@ -52,7 +52,7 @@ async def serve(path: Path, unit: "Unit", parts: "SimParts") -> None:
         await server.serve_forever()
 
 
-async def _command(cmd: dict, unit: "Unit", parts: "SimParts") -> dict[str, Any]:
+async def _command(cmd: dict, unit: Unit, parts: SimParts) -> dict[str, Any]:
     name = cmd.get("cmd")
     if name == "press":
         pin = parts.button_pin
@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hwsim.control", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--socket", type=Path, required=True)
-    parser.add_argument("command", help="press | pad_arm | pin TEACHER PIN [ACT] | fault NAME on|off | status")
+    parser.add_argument("command",
+                        help="press | pad_arm | pin TEACHER PIN [ACT] | fault NAME on|off | status")
     parser.add_argument("args", nargs="*")
     a = parser.parse_args(argv)
     client = ControlClient(a.socket)

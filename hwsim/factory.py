@@ -61,7 +61,7 @@ def make_sim_hardware(config: Config) -> SimHardware:
     faults = Faults()
     gpio = config.gpio
     labels = {gpio.button_pin: "button", gpio.recording_led_pin: "recording_led"}
-    labels.update(zip(gpio.status_led_pins, ("status_red", "status_green", "status_blue")))
+    labels.update(zip(gpio.status_led_pins, ("status_red", "status_green", "status_blue"), strict=False))
     factory = SimPinFactory(timeline, faults, labels)
     inner = None
     if sim.speaker == "sounddevice":

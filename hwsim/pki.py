@@ -20,7 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from formats.durable import atomic_write
-from hwsim.account_api import DEVICE as DEVICE, TEACHER as TEACHER  # re-exported: the roles, named in each certificate's OU
+# Re-exported: the roles, named in each certificate's OU.
+from hwsim.account_api import DEVICE as DEVICE
+from hwsim.account_api import TEACHER as TEACHER
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class TestPki:
         return Credential(self.directory / "server.pem", self.directory / "server.key")
 
     @classmethod
-    def create(cls, directory: Path) -> "TestPki":
+    def create(cls, directory: Path) -> TestPki:
         """A new CA and a server certificate for localhost, 127.0.0.1 and ::1."""
         directory.mkdir(parents=True, exist_ok=True)
         pki = cls(directory)
@@ -92,7 +94,7 @@ class TestPki:
 
 
 def _builder(subject: x509.Name, issuer: x509.Name, public_key) -> x509.CertificateBuilder:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
             .public_key(public_key).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))

@@ -91,7 +91,7 @@ class Account:
     def close(self) -> None:
         self._session.close()
 
-    def __enter__(self) -> "Account":
+    def __enter__(self) -> Account:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -61,7 +61,7 @@ class KnownDevices:
         self.path = path
 
     @classmethod
-    def default(cls) -> "KnownDevices":
+    def default(cls) -> KnownDevices:
         base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
         return cls(base / "classcam" / "known_devices.json")
 

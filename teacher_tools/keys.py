@@ -40,7 +40,7 @@ class TeacherKeyFiles:
     card: Path
 
     @classmethod
-    def in_dir(cls, directory: Path, teacher_id: str) -> "TeacherKeyFiles":
+    def in_dir(cls, directory: Path, teacher_id: str) -> TeacherKeyFiles:
         return cls(directory / f"{teacher_id}.signing.pem",
                    directory / f"{teacher_id}.identity.age",
                    directory / f"{teacher_id}.card.json")

@@ -26,7 +26,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
+from collections.abc import Callable
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -141,7 +142,7 @@ class UploadClient:
 
     # -- one request ------------------------------------------------------------------------
 
-    def _request(self, sending: "_Sending", method: str, url: str,
+    def _request(self, sending: _Sending, method: str, url: str,
                  target: UploadTarget | None = None, offset: int = 0, length: int = 0,
                  headers: dict[str, str] | None = None,
                  answers: frozenset[int] = frozenset({416})) -> requests.Response:
@@ -188,7 +189,7 @@ class UploadClient:
                           f"{_error_text(response)}")
         return response
 
-    def _resume_offset(self, sending: "_Sending", url: str) -> int | Stored:
+    def _resume_offset(self, sending: _Sending, url: str) -> int | Stored:
         response = self._request(sending, "HEAD", url, answers=frozenset({404}))
         if response.status_code == 404:  # nothing of it there yet
             return 0
@@ -247,7 +248,7 @@ class _FileSlice:
     the pacer allows; `progress()` after each block, so the sign of life keeps going exactly
     while bytes move. Cancelling stops it before the next block."""
 
-    def __init__(self, f: BinaryIO, length: int, pace: "_Pacer", sending: _Sending):
+    def __init__(self, f: BinaryIO, length: int, pace: _Pacer, sending: _Sending):
         self._f = f
         self._left = length
         self._pace = pace

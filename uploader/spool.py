@@ -41,7 +41,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from formats.durable import atomic_write, fsync_dir, sha256_file
 
@@ -106,7 +106,7 @@ class Sending:
     the teacher discards its recording meanwhile: the uploader then sends no further byte of it
     and lets go (`Spool.end_send`)."""
 
-    def __init__(self, file: "SpoolFile"):
+    def __init__(self, file: SpoolFile):
         self.file = file
         self.withdrawn = threading.Event()
         self.stored = False               # the server confirmed its hash during this send
@@ -204,7 +204,7 @@ class Spool:
             in_flight = [s.file.seq for s in sends]
             uploaded = self._db.execute(
                 "SELECT COUNT(*) FROM files WHERE recording_id = ? AND state IN (?, ?) "
-                "AND seq NOT IN (%s)" % ",".join("?" * len(in_flight)),
+                f"AND seq NOT IN ({','.join('?' * len(in_flight))})",
                 (recording_id, FileState.CONFIRMED, FileState.PURGED, *in_flight)).fetchone()[0]
             for sending in sends:
                 sending.withdrawn.set()
@@ -355,8 +355,9 @@ class Spool:
         `hashed(size)` is called after each file read, for a caller showing progress."""
         recordings = {r.recording_id: r for r in self.recordings()}
         with self._lock:
-            self._db.execute("DELETE FROM files WHERE recording_id NOT IN (%s)"
-                             % ",".join("?" * len(recordings)), tuple(recordings))
+            placeholders = ",".join("?" * len(recordings))  # only "?"s: values stay bound
+            self._db.execute(f"DELETE FROM files WHERE recording_id NOT IN ({placeholders})",
+                             tuple(recordings))
             self._db.execute("UPDATE files SET state = ? WHERE state = ?",
                              (FileState.SEALED, FileState.UPLOADING))
             known = set(self._db.execute("SELECT recording_id, name FROM files").fetchall())
