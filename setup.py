@@ -23,6 +23,7 @@ setup(
         "pydantic>=2.5",
         "sdnotify>=0.3",
         "pyserial>=3.5",
+        "pyserial-asyncio-fast>=0.16",
         "av>=12",
         "numpy>=1.24",
         "requests>=2.31",

@@ -105,6 +105,13 @@ class PadConfig(_Section):
     socket_group: str = "classcam-pinpad"
     serial: FilePath | None = None
     serial_baud: int = Field(default=115200, gt=0)
+    # A socket connection that sends no line for this long is closed; the pad reconnects.
+    idle_timeout_s: float = Field(default=300, gt=0, le=86400)
+    # A line must end this long after its first byte, or the pad is dropped.
+    line_timeout_s: float = Field(default=10, gt=0, le=300)
+    # A pad that does not take the unit's answers for this long is not reading: dropped (a
+    # serial pad is then a fault until it opens again).
+    write_timeout_s: float = Field(default=5, gt=0, le=300)
 
 
 class UploadConfig(_Section):

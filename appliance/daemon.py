@@ -26,7 +26,7 @@ from appliance.config import Config, ConfigError, load
 from appliance.device_key import DeviceKeyError, load_or_create
 from appliance.hardware import Hardware, make_hardware
 from appliance.notice import Notices, NoticeUnavailable
-from appliance.padlink import PadLink, SerialPadLink, serve_socket
+from appliance.padlink import PadLink, SerialPad, serve_socket
 from appliance.recordings import recover_interrupted
 from appliance.roster import Roster
 from appliance.unit import State, Unit
@@ -112,11 +112,10 @@ async def serve(config: Config, hw: Hardware, client: UploadClient | None = None
                             on_change=upload_changed)
         uploader.start()
     link = PadLink(unit)
-    server = await serve_socket(link, config.pad.socket, config.pad.socket_group)
-    serial_link = None
-    if config.pad.serial is not None:
-        serial_link = SerialPadLink(link, config.pad.serial, config.pad.serial_baud, loop)
-        serial_link.start()
+    server = await serve_socket(link, config.pad)
+    serial_pad = None
+    if config.pad.serial is not None:  # absent or failing, it is a fault, not a reason to stop
+        serial_pad = asyncio.create_task(SerialPad(link, config.pad).run())
     hw.button.when_pressed = lambda: asyncio.run_coroutine_threadsafe(unit.press("button"), loop)
     services = [asyncio.create_task(start(unit)) for start in hw.tasks]
 
@@ -144,8 +143,9 @@ async def serve(config: Config, hw: Hardware, client: UploadClient | None = None
         for task in (*services, watchdog):
             task.cancel()
         server.close()
-        if serial_link is not None:
-            serial_link.close()
+        if serial_pad is not None:
+            serial_pad.cancel()
+            await asyncio.wait([serial_pad])
         config.pad.socket.unlink(missing_ok=True)
         if uploader is not None:
             # A file cut off mid-send is resumed at the next start (P7); no need to wait long.

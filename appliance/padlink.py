@@ -10,24 +10,44 @@ serial device.
 Nothing else is understood: a line that is not one of these, or longer than `MAX_LINE` bytes, is
 answered with `ok: false` and changes nothing. There is no message that starts capture without a
 token that `Unit.present` accepts (P1).
+
+No pad can hold up the unit (P8): everything runs on the daemon's event loop without blocking it.
+A line must end within `pad.line_timeout_s` of its first byte, and a pad must take the unit's
+answers within `pad.write_timeout_s`. On the socket, a connection that sends no line for
+`pad.idle_timeout_s` is closed, and a new connection when `MAX_CLIENTS` are open closes the one
+that sent a line longest ago: a pad reconnects, and gets the current challenge when it does. A
+serial pad that is absent, fails or stops reading is a pad fault on the status light until it
+opens again; the unit keeps trying.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import grp
 import json
 import logging
 import os
-import threading
-from pathlib import Path
+import termios
+import time
+from dataclasses import dataclass
 from typing import Callable
 
+import serial
+import serial_asyncio_fast
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
+
+from appliance.config import PadConfig
 from appliance.unit import Unit
 
 log = logging.getLogger(__name__)
 
 MAX_LINE = 8192
 MAX_CLIENTS = 8
+# Answers waiting for a pad beyond this many bytes: the pad is not reading.
+MAX_BACKLOG = 4 * MAX_LINE
+# A serial pad that is absent or failed is tried again after at most this long.
+REOPEN_MAX_S = 2.0
+OPEN_TIMEOUT_S = 5.0
 _MESSAGES = {"arm": {"type"}, "stop": {"type"}, "token": {"type", "token"}}
 
 Send = Callable[[dict], None]
@@ -94,6 +114,14 @@ class PadLink:
             result = await self._unit.present(msg["token"])
             send({"type": "result", "ok": result.ok, "reason": result.reason})
 
+    def pad_failed(self, reason: str) -> None:
+        """The pad's device failed: a fault on the status light and one journal line."""
+        self._unit.report_fault("pad", reason)
+
+    def pad_works(self) -> None:
+        """The pad's device works (again)."""
+        self._unit.clear_fault("pad")
+
     def _broadcast_challenge(self, nonce: str, expires_in: float) -> None:
         for send in list(self._pads):
             send(self._challenge(nonce, expires_in))
@@ -103,114 +131,268 @@ class PadLink:
                 "expires_in": int(expires_in)}
 
 
-async def serve_socket(link: PadLink, path: Path, group: str | None) -> asyncio.AbstractServer:
-    """Listen on a Unix socket, mode 0660, owned by `group` if that group exists."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_socket():
-        path.unlink()
-    clients = asyncio.Semaphore(MAX_CLIENTS)
+async def serve_socket(link: PadLink, pad: PadConfig) -> asyncio.AbstractServer:
+    """Listen on `pad.socket`, mode 0660, owned by `pad.socket_group` if that group exists.
+
+    At most `MAX_CLIENTS` connections are kept: a new one is always served, and closes the open
+    connection that sent a line longest ago."""
+    pad.socket.parent.mkdir(parents=True, exist_ok=True)
+    if pad.socket.is_socket():
+        pad.socket.unlink()
+    open_: set[_Connection] = set()
 
     async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if clients.locked():
-            writer.close()
-            return
-        async with clients:
-            try:
-                await _serve_stream(link, reader, writer)
-            except asyncio.CancelledError:
-                pass  # the daemon is shutting down; the pad will reconnect
-
-    server = await asyncio.start_unix_server(client, path=str(path), limit=MAX_LINE + 2)
-    os.chmod(path, 0o660)
-    if group:
+        while len(open_) >= MAX_CLIENTS:
+            stalest = min(open_, key=lambda c: c.last_line)
+            open_.discard(stalest)
+            log.warning("pad link: %d connections open; closed the one idle longest",
+                        MAX_CLIENTS)
+            stalest.drop(Ended("closed for a new connection", quiet=True))
+        connection = _Connection(link, reader, writer, pad, idle_timeout_s=pad.idle_timeout_s)
+        open_.add(connection)
         try:
-            os.chown(path, -1, grp.getgrnam(group).gr_gid)
+            ended = await connection.serve()
+            if not ended.quiet:
+                log.warning("pad link: closed a connection: %s", ended.reason)
+        except asyncio.CancelledError:
+            pass  # the daemon is shutting down; the pad will reconnect
+        finally:
+            open_.discard(connection)
+            await connection.close()
+
+    server = await asyncio.start_unix_server(client, path=str(pad.socket), limit=MAX_LINE + 2)
+    os.chmod(pad.socket, 0o660)
+    if pad.socket_group:
+        try:
+            os.chown(pad.socket, -1, grp.getgrnam(pad.socket_group).gr_gid)
         except KeyError:
             log.warning("pad link: group %s does not exist; socket left in the daemon's group",
-                        group)
+                        pad.socket_group)
     return server
 
 
-async def _serve_stream(link: PadLink, reader: asyncio.StreamReader,
-                        writer: asyncio.StreamWriter) -> None:
-    def send(msg: dict) -> None:
-        if not writer.is_closing():
-            writer.write(encode(msg))
+class SerialPad:
+    """The same link over a serial device (a USB PIN pad), without blocking the event loop.
 
-    disconnect = link.connect(send)
-    try:
+        pad = SerialPad(link, config.pad)
+        task = asyncio.create_task(pad.run())    # until cancelled
+
+    While the device is absent, cannot be read, or does not take the unit's answers, the pad
+    is a fault (one journal line, the status light); the device is opened again, at most
+    `REOPEN_MAX_S` later, and the fault clears when it opens."""
+
+    def __init__(self, link: PadLink, pad: PadConfig):
+        assert pad.serial is not None
+        self._link = link
+        self._pad = pad
+        self._failing = False
+
+    async def run(self) -> None:
+        """Serve the pad until cancelled; every end of the link is followed by a new try."""
+        retrying = AsyncRetrying(retry=retry_if_exception_type(_PadLost),
+                                 wait=wait_exponential(multiplier=0.1, max=REOPEN_MAX_S),
+                                 before_sleep=self._lost)
+        await retrying(self._open_and_serve)
+
+    async def _open_and_serve(self) -> None:
+        try:
+            async with asyncio.timeout(OPEN_TIMEOUT_S):
+                reader, writer = await self._open()
+        except (serial.SerialException, OSError, ValueError, TimeoutError) as e:
+            raise _PadLost(Ended(f"cannot open {self._pad.serial}: {_reason(e)}",
+                                 pad_fault=True)) from None
+        if self._failing:
+            self._failing = False
+            self._link.pad_works()
+        connection = _Connection(self._link, reader, writer, self._pad, idle_timeout_s=None)
+        try:
+            raise _PadLost(await connection.serve())
+        finally:
+            await connection.close()
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        # serial_asyncio_fast.open_serial_connection, with a port whose writes never spin.
+        loop = asyncio.get_running_loop()
+        port = await loop.run_in_executor(None, functools.partial(
+            _NonBlockingSerial, str(self._pad.serial), self._pad.serial_baud))
+        reader = asyncio.StreamReader(limit=MAX_LINE + 2)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        transport, _ = await serial_asyncio_fast.connection_for_serial(
+            loop, lambda: protocol, port)
+        return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+    def _lost(self, state: RetryCallState) -> None:
+        ended = state.outcome.exception().ended  # only _PadLost is retried
+        if not ended.pad_fault:
+            log.warning("pad link (serial): %s; opening the device again", ended.reason)
+        elif not self._failing:  # one line per outage, not one per try
+            self._failing = True
+            self._link.pad_failed(f"serial pad: {ended.reason}")
+
+
+class _NonBlockingSerial(serial.Serial):
+    """A serial port whose `write` says when the port is full instead of trying again at
+    once: pyserial's own loops without a pause while a non-blocking port is full (pyserial issue
+    280), which would hold up the event loop for as long as the pad does not read. The
+    transport buffers what did not fit and writes it when the port can take it."""
+
+    def write(self, data) -> int:
+        if not self.is_open:
+            raise serial.PortNotOpenError()
+        try:
+            return os.write(self.fd, data)
+        except (BlockingIOError, InterruptedError):
+            raise  # the transport waits until the port is writable
+        except OSError as e:
+            raise serial.SerialException(f"write failed: {e}") from None
+
+
+@dataclass(frozen=True)
+class Ended:
+    """Why a pad's connection ended. `pad_fault`: the pad's device failed, rather than the pad
+    broke the link's rules; `quiet`: nothing for the journal when a socket connection ends so."""
+
+    reason: str
+    pad_fault: bool = False
+    quiet: bool = False
+
+
+class _PadLost(Exception):
+    def __init__(self, ended: Ended):
+        super().__init__(ended.reason)
+        self.ended = ended
+
+
+class _LineTooLong(Exception):
+    pass
+
+
+class _Connection:
+    """One pad on one stream: a Unix socket connection or the serial device."""
+
+    def __init__(self, link: PadLink, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, pad: PadConfig, idle_timeout_s: float | None):
+        self.last_line = time.monotonic()
+        self._link = link
+        self._reader = reader
+        self._writer = writer
+        self._pad = pad
+        self._idle_timeout_s = idle_timeout_s
+        self._dropped: Ended | None = None
+        self._aborted = False
+        self._port: serial.Serial | None = writer.transport.get_extra_info("serial")
+        writer.transport.set_write_buffer_limits(high=MAX_BACKLOG)
+
+    async def serve(self) -> Ended:
+        """Read and answer lines until the pad goes, breaks the link's rules, or is dropped."""
+        disconnect = self._link.connect(self.send)
+        try:
+            return await self._serve()
+        finally:
+            disconnect()
+
+    def send(self, msg: dict) -> None:
+        """Queue one message for the pad; never waits. A pad with too much unread is dropped."""
+        if self._writer.transport.is_closing():
+            return
+        if self._writer.transport.get_write_buffer_size() > MAX_BACKLOG:
+            self.drop(Ended("the pad is not reading what the unit sends", pad_fault=True))
+            return
+        self._writer.write(encode(msg))
+
+    def drop(self, why: Ended) -> None:
+        """End the connection now, discarding what the pad has not read."""
+        if self._dropped is None:
+            self._dropped = why
+        transport = self._writer.transport
+        if self._port is None:
+            transport.abort()
+            return
+        try:
+            self._port.reset_output_buffer()  # else closing the port waits for the pad to read
+        except (serial.SerialException, OSError, termios.error):
+            pass
+        # A serial transport ends once per abort: abort it once, and not at all if it is
+        # closing already, unless it still waits to write to the pad, which may never read.
+        if not self._aborted and (not transport.is_closing()
+                                  or transport.get_write_buffer_size() > 0):
+            self._aborted = True
+            transport.abort()
+
+    async def close(self) -> None:
+        """Close gently if the pad takes what is queued within the write timeout, else drop."""
+        if self._port is not None:
+            self.drop(Ended("closed", quiet=True))  # closing a serial port waits for it to drain
+            return
+        self._writer.close()
+        try:
+            async with asyncio.timeout(self._pad.write_timeout_s):
+                await self._writer.wait_closed()
+        except (TimeoutError, ConnectionError, OSError):
+            self._writer.transport.abort()
+
+    async def _serve(self) -> Ended:
         while True:
             try:
-                line = await reader.readuntil(b"\n")
-            except asyncio.LimitOverrunError:
-                send({"type": "result", "ok": False, "reason": "malformed message: line too long"})
-                log.warning("pad link: refused a message: line too long; pad disconnected")
-                return
+                line = await self._read_line()
+            except _LineTooLong:
+                log.warning("pad link: refused a message: line too long")
+                self.send({"type": "result", "ok": False,
+                           "reason": "malformed message: line too long"})
+                continue
+            except _PadLost as e:  # a timeout
+                return self._dropped or e.ended
             except asyncio.IncompleteReadError:
-                return
-            await link.handle(line, send)
-            await writer.drain()
-    except (ConnectionError, OSError):
-        return
-    finally:
-        disconnect()
-        writer.close()
+                return self._dropped or Ended("the pad closed the link", pad_fault=True,
+                                              quiet=True)
+            except (ConnectionError, OSError) as e:
+                return self._dropped or Ended(f"cannot read: {_reason(e)}", pad_fault=True,
+                                              quiet=True)
+            self.last_line = time.monotonic()
+            await self._link.handle(line, self.send)
+            try:
+                async with asyncio.timeout(self._pad.write_timeout_s):
+                    await self._writer.drain()
+            except TimeoutError:
+                self.drop(Ended("the pad is not reading what the unit sends", pad_fault=True))
+            except (ConnectionError, OSError) as e:
+                return self._dropped or Ended(f"cannot write: {_reason(e)}", pad_fault=True,
+                                              quiet=True)
+            if self._dropped is not None:
+                return self._dropped
 
-
-class SerialPadLink:
-    """The same link over a serial device (a USB PIN pad), read by a thread with pyserial."""
-
-    def __init__(self, link: PadLink, device: Path, baud: int, loop: asyncio.AbstractEventLoop):
-        import serial
-        self._port = serial.Serial(str(device), baud, timeout=0.2)
-        self._link = link
-        self._loop = loop
-        self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._read, name="pad-serial", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def close(self) -> None:
-        self._closed.set()
-        self._thread.join(timeout=2)
-        self._port.close()
-
-    def _send(self, msg: dict) -> None:
+    async def _read_line(self) -> bytes:
+        """The next line, its newline included. Raises `_PadLost` when no line starts within the
+        idle timeout or a line does not end within the line timeout."""
         try:
-            self._port.write(encode(msg))
-        except Exception as e:
-            log.error("pad link (serial): cannot write: %s", e)
-
-    def _read(self) -> None:
-        disconnect = asyncio.run_coroutine_threadsafe(self._connect(), self._loop).result()
-        buffer = b""
+            async with asyncio.timeout(self._idle_timeout_s):
+                first = await self._reader.readexactly(1)
+        except TimeoutError:
+            raise _PadLost(Ended(f"no line for {self._idle_timeout_s:g} s", quiet=True)) from None
+        if first == b"\n":
+            return first
         try:
-            while not self._closed.is_set():
+            async with asyncio.timeout(self._pad.line_timeout_s):
                 try:
-                    chunk = self._port.read(512)
-                except Exception as e:
-                    log.error("pad link (serial): cannot read: %s", e)
-                    return
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    asyncio.run_coroutine_threadsafe(
-                        self._link.handle(line, self._send), self._loop).result()
-                if len(buffer) > MAX_LINE:
-                    buffer = b""  # drop the rest of an oversized line up to its newline
-                    self._send({"type": "result", "ok": False,
-                                "reason": "malformed message: line too long"})
-                    buffer = self._skip_to_newline()
-        finally:
-            self._loop.call_soon_threadsafe(disconnect)
+                    return first + await self._reader.readuntil(b"\n")
+                except asyncio.LimitOverrunError as e:
+                    await self._skip_line(e.consumed)
+                    raise _LineTooLong() from None
+        except TimeoutError:
+            raise _PadLost(Ended(
+                f"a line not finished within {self._pad.line_timeout_s:g} s")) from None
 
-    async def _connect(self) -> Callable[[], None]:
-        return self._link.connect(self._send)
+    async def _skip_line(self, consumed: int) -> None:
+        while True:
+            await self._reader.readexactly(consumed)
+            try:
+                await self._reader.readuntil(b"\n")
+                return
+            except asyncio.LimitOverrunError as e:
+                consumed = e.consumed
 
-    def _skip_to_newline(self) -> bytes:
-        while not self._closed.is_set():
-            chunk = self._port.read(512)
-            if b"\n" in chunk:
-                return chunk.split(b"\n", 1)[1]
-        return b""
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.errno:  # pyserial repeats the path and the errno
+        return os.strerror(error.errno)
+    return str(error) or type(error).__name__

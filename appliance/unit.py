@@ -170,6 +170,19 @@ class Unit:
         self._session_task = asyncio.create_task(self._session(token))
         return Result(True, "recording")
 
+    def report_fault(self, component: str, reason: str) -> None:
+        """A part outside the recording chain (the pad link) failed: one journal line, and the
+        status light shows the fault while the unit is idle."""
+        self._set_fault(component, reason)
+
+    def clear_fault(self, component: str) -> None:
+        """`component` works again: its fault, if it is the one shown, is cleared."""
+        if self.fault == component:
+            self.fault = None
+            log.info("fault cleared: %s", component)
+            self._hw.trace("fault_cleared", component=component)
+            self._show()
+
     def upload_changed(self, status: UploadStatus) -> None:
         """The uploader's news: what waits, and whether uploads work (for the status light)."""
         self._upload = status

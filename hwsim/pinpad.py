@@ -51,16 +51,18 @@ class SimPinPad:
         self._listener: asyncio.Task | None = None
 
     async def connect(self, attempts: int = 50) -> None:
+        await self._open(attempts)
+        self._listener = asyncio.create_task(self._listen())
+
+    async def _open(self, attempts: int) -> None:
         for _ in range(attempts):
             try:
                 self._reader, self._writer = await asyncio.open_unix_connection(
                     str(self._socket_path))
-                break
+                return
             except (FileNotFoundError, ConnectionRefusedError):
                 await asyncio.sleep(0.1)
-        else:
-            raise ConnectionError(f"no unit listening on {self._socket_path}")
-        self._listener = asyncio.create_task(self._listen())
+        raise ConnectionError(f"no unit listening on {self._socket_path}")
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -113,17 +115,34 @@ class SimPinPad:
 
     async def _send(self, msg: dict) -> None:
         assert self._writer is not None, "connect() first"
+        for _ in range(100):  # the listener is reconnecting
+            if not self._writer.is_closing():
+                break
+            await asyncio.sleep(0.05)
         self._writer.write(encode(msg))
         await self._writer.drain()
 
     async def _listen(self) -> None:
-        assert self._reader is not None
-        while line := await self._reader.readline():
-            msg = json.loads(line)
-            if msg.get("type") == "challenge":
-                self._challenge = msg
-            elif msg.get("type") == "result":
-                await self._results.put(msg)
+        # The unit closes a connection that has been quiet a while (and one too many): a pad
+        # reconnects, and the unit sends it the current challenge, if any, when it does.
+        while True:
+            assert self._reader is not None
+            try:
+                while line := await self._reader.readline():
+                    msg = json.loads(line)
+                    if msg.get("type") == "challenge":
+                        self._challenge = msg
+                    elif msg.get("type") == "result":
+                        await self._results.put(msg)
+            except (ConnectionError, OSError):
+                pass
+            self._writer.close()
+            await asyncio.sleep(0.1)
+            try:
+                await self._open(attempts=50)
+            except ConnectionError as e:
+                log.warning("pad: %s", e)
+                return
 
     def _local(self, reason: str) -> dict:
         self._timeline("pad", refused=reason)
