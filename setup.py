@@ -6,14 +6,15 @@ setup(
     description="A classroom camera a teacher uses to record their own lessons, encrypted to them",
     python_requires=">=3.11",
     packages=find_packages(include=["appliance*", "capture*", "uploader*", "led_indicator*",
-                                    "hwsim*"]),
+                                    "health*", "hwsim*"]),
     install_requires=[
         "cryptography>=41",
         "PyJWT[crypto]>=2.8",
         "pyrage>=1.1",
         "gpiozero>=2.0",
         "pydantic>=2.5",
-        "sdnotify>=0.3",
+        "systemd-python>=235",   # journald fields and sd_notify (needs libsystemd-dev to build)
+        "paho-mqtt>=2.1",        # health over MQTT v5
         "pyserial>=3.5",
         "av>=12",
         "numpy>=1.24",

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import resource
 import signal
+import time
 from pathlib import Path
 
-import sdnotify
-
-from appliance import journal
+from appliance import __version__, journal
 from appliance.clock import synchronised_check
 from appliance.config import Config, ConfigError, load
 from appliance.device_key import DeviceKeyError, load_or_create
@@ -32,6 +30,10 @@ from appliance.unit import State, Unit
 from uploader.client import UploadClient, UploadSettings
 from uploader.spool import Spool
 from uploader.worker import Uploader
+from health.journal import hold_lines
+from health.notify import Supervisor
+from health.publisher import HealthPublisher
+from health.service import HealthService
 
 MB = 1024 * 1024
 # The watchdog is pinged only while the event loop runs and, when idle, the uploader has shown
@@ -56,6 +58,9 @@ def run(config_path: Path, hw_kind: str) -> int:
         return EX_CONFIG
     try:
         client = upload_client(config, allow_plain_http=hw_kind == "sim")
+        # The health clock's probe has a client (and connection) of its own: it must not wait
+        # behind a long upload, nor share a session across threads.
+        probe = upload_client(config, allow_plain_http=hw_kind == "sim")
     except ValueError as e:
         log.error("config: %s: %s", config_path, e)
         return EX_CONFIG
@@ -65,7 +70,7 @@ def run(config_path: Path, hw_kind: str) -> int:
         log.error("hardware: cannot start the %s backends: %s", hw_kind, e)
         return 1
     try:
-        return asyncio.run(serve(config, hw, client))
+        return asyncio.run(serve(config, hw, client, probe))
     except DeviceKeyError as e:
         log.error("device key: %s", e)
         return 1
@@ -85,8 +90,10 @@ def upload_client(config: Config, allow_plain_http: bool = False) -> UploadClien
         allow_plain_http=allow_plain_http))
 
 
-async def serve(config: Config, hw: Hardware, client: UploadClient | None = None) -> int:
+async def serve(config: Config, hw: Hardware, client: UploadClient | None = None,
+                probe: UploadClient | None = None) -> int:
     """Run until SIGTERM/SIGINT; the unit is left idle with the recording LED off."""
+    started = time.monotonic()
     loop = asyncio.get_running_loop()
     roster = Roster(config.device.roster_dir)
     spool = Spool(config.device.state_dir / "spool")
@@ -99,8 +106,9 @@ async def serve(config: Config, hw: Hardware, client: UploadClient | None = None
         notices = await asyncio.to_thread(Notices.synthesise, config.notice)
     except NoticeUnavailable as e:
         notice_error = str(e)
-    unit = Unit(config, roster, spool, hw, notices, device_key,
-                synchronised_check(config.clock.synchronised), notices_error=notice_error)
+    clock_synchronised = synchronised_check(config.clock.synchronised)
+    unit = Unit(config, roster, spool, hw, notices, device_key, clock_synchronised,
+                notices_error=notice_error)
     uploader = None
     if client is not None:
         def upload_changed(status) -> None:
@@ -110,7 +118,7 @@ async def serve(config: Config, hw: Hardware, client: UploadClient | None = None
                 pass  # the loop has closed: the daemon is exiting
 
         uploader = Uploader(spool, client, config.upload.retry_max_s, config.upload.hold_s,
-                            on_change=upload_changed)
+                            on_change=upload_changed, probe_client=probe)
         uploader.start()
     link = PadLink(unit)
     server = await serve_socket(link, config.pad.socket, config.pad.socket_group)
@@ -124,24 +132,39 @@ async def serve(config: Config, hw: Hardware, client: UploadClient | None = None
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    notifier = sdnotify.SystemdNotifier()
-    notifier.notify("READY=1")
+    publisher = None
+    if config.health.broker:
+        publisher = HealthPublisher(config.health, config.device.id, __version__)
+        publisher.start()  # paho's thread; the unit works the same with or without a broker
+    supervisor = Supervisor()
+    supervisor.ready()
+    supervisor.status(f"running; health every {config.health.period_s:g} s")
     stall_s = config.upload.connect_timeout_s + config.upload.read_timeout_s + UPLOADER_GRACE_S
 
     def healthy() -> bool:
         # While a recording runs the uploader is not judged: restarting would cut the lesson.
         return uploader is None or unit.state is not State.IDLE or uploader.alive(stall_s)
 
-    watchdog = asyncio.create_task(_watchdog(notifier, healthy))
+    watchdog = asyncio.create_task(supervisor.watchdog(healthy))
     log.info("ready: device %s, %d teacher(s) enrolled", config.device.id, len(roster.cards()))
+    # From here on every journal line waits for the next health tick (P9).
+    held = hold_lines()
+    health = HealthService(config, unit, hw, spool, uploader, publisher, held, supervisor,
+                           teacher_ids=lambda: [c.teacher_id for c in roster.cards()],
+                           clock_synchronised=clock_synchronised, started=started)
+    health_task = asyncio.create_task(health.run())
     try:
         await stopping.wait()
-        notifier.notify("STOPPING=1")
+        supervisor.stopping()
         await unit.shutdown()
     finally:
         hw.button.when_pressed = None
-        for task in (*services, watchdog):
+        for task in (*services, watchdog, health_task):
             task.cancel()
+        await asyncio.gather(health_task, return_exceptions=True)
+        held.stop()
+        if publisher is not None:
+            await asyncio.to_thread(publisher.stop)
         server.close()
         if serial_link is not None:
             serial_link.close()
@@ -154,15 +177,3 @@ async def serve(config: Config, hw: Hardware, client: UploadClient | None = None
                 client.close()
             spool.close()  # else the process exit ends the uploader's request; SQLite is safe
     return 0
-
-
-async def _watchdog(notifier: sdnotify.SystemdNotifier, healthy) -> None:
-    # Pinged from the event loop itself, and only while the uploader makes progress: a wedged
-    # loop or uploader stops the pings and systemd restarts us.
-    usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
-    if usec <= 0:
-        return
-    while True:
-        if healthy():
-            notifier.notify("WATCHDOG=1")
-        await asyncio.sleep(usec / 2e6)

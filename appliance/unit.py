@@ -72,6 +72,7 @@ class Unit:
         self.config = config
         self.state = State.IDLE
         self.fault: str | None = None
+        self.fault_reason: str | None = None  # for the health report, read on its tick only
         self._hw = hw
         self._roster = roster
         self._spool = spool
@@ -350,7 +351,7 @@ class Unit:
         self._show()
 
     def _set_fault(self, component: str, reason: str) -> None:
-        self.fault = component
+        self.fault, self.fault_reason = component, reason
         log.error("fault: %s: %s", component, reason)
         self._hw.trace("fault", component=component, reason=reason)
         self._show()

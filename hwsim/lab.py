@@ -104,6 +104,8 @@ class Lab:
                         "x264_preset": "ultrafast", "min_free_mb": 1},
             "pad": {"socket": str(self.pad_socket), "socket_group": ""},
             "clock": {"synchronised": "yes"},
+            # Health (and the journal's lines) on a fast clock, as the simulator runs fast.
+            "health": {"period_s": 0.5},
             "sim": {"timeline": str(self.timeline_path),
                     "control_socket": str(self.control_socket),
                     "pad_keystore": str(self.pad_dir), "speed": 40.0},

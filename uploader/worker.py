@@ -11,8 +11,10 @@ file the server refuses (`Refused`, a 4xx) or stores with another hash is kept a
 after `hold_s`: no file ever reaches a state where it is given up on. Only a file whose hash the
 server confirmed is deleted, by `Spool.confirm`.
 
-The journal gets one line when uploads start failing (with the reason) and one when they work
-again; never which teacher or recording (P9).
+The uploader writes nothing to the journal about uploads: when they happen is when recordings
+were made (P9). It keeps what happened since the last health tick (`take_period`) and, on that
+fixed clock, reaches the server with `probe()` whether or not anything waits; `health.service`
+reports both, and writes the journal's upload lines, on the tick.
 """
 from __future__ import annotations
 
@@ -24,13 +26,22 @@ from typing import Callable
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_random_exponential
 
-from uploader.client import Gone, Refused, RetryLater, Stored, UploadClient, UploadTarget
+from uploader.client import (Gone, Refused, RetryLater, Stored, UploadClient, UploadError,
+                             UploadTarget)
 from uploader.spool import Backlog, FileState, Spool, SpoolFile
 
 log = logging.getLogger(__name__)
 
 STEP_S = 1.0           # waits are cut into steps this long, so stop() and the watchdog see us
 IDLE_POLL_S = 30.0     # even with nothing to do, look at the spool this often
+
+
+@dataclass(frozen=True)
+class PeriodNews:
+    """What the server said since the last health tick."""
+
+    answered: bool         # a request (an upload or the probe) got a good answer
+    failure: str | None    # the first failure's reason
 
 
 @dataclass(frozen=True)
@@ -50,9 +61,15 @@ class Uploader:
 
     def __init__(self, spool: Spool, client: UploadClient, retry_max_s: float = 300,
                  hold_s: float = 3600,
-                 on_change: Callable[[UploadStatus], None] = lambda status: None):
+                 on_change: Callable[[UploadStatus], None] = lambda status: None,
+                 probe_client: UploadClient | None = None):
         self._spool = spool
         self._client = client
+        self._probe_client = probe_client or client
+        self._period_lock = threading.Lock()
+        self._news = PeriodNews(False, None)
+        self._attempted = False     # an upload reached for the server since the last probe
+        self._not_before = 0.0      # the server's Retry-After, for the probe too
         self._retry_max_s = retry_max_s
         self._hold_s = hold_s
         self._on_change = on_change
@@ -90,6 +107,36 @@ class Uploader:
 
     def status(self) -> UploadStatus:
         return UploadStatus(self._spool.backlog(), self._failing)
+
+    # -- the health clock's hooks -------------------------------------------------------------
+
+    def probe(self) -> None:
+        """Called on each health tick (from a thread of its own): reach the server unless an
+        upload already did since the last probe, or the server asked to wait."""
+        with self._period_lock:
+            attempted, self._attempted = self._attempted, False
+        if attempted or time.monotonic() < self._not_before:
+            return
+        try:
+            self._probe_client.probe()
+        except UploadError as e:
+            self._note(failure=e.reason, retry_after=getattr(e, "retry_after", None))
+        else:
+            self._note(answered=True)
+
+    def take_period(self) -> PeriodNews:
+        """What happened since the last call (the health tick's news), and start afresh."""
+        with self._period_lock:
+            news, self._news = self._news, PeriodNews(False, None)
+        return news
+
+    def _note(self, answered: bool = False, failure: str | None = None,
+              retry_after: float | None = None) -> None:
+        with self._period_lock:
+            self._news = PeriodNews(self._news.answered or answered,
+                                    self._news.failure or failure)
+            if retry_after:
+                self._not_before = max(self._not_before, time.monotonic() + retry_after)
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -139,30 +186,30 @@ class Uploader:
         if self._stopping.is_set():
             raise _Stopping()
         self._beat()
-        return self._client.put(target)
+        with self._period_lock:
+            self._attempted = True
+        stored = self._client.put(target)
+        self._note(answered=True)
+        return stored
 
     def _attempt_failed(self, state: RetryCallState) -> None:
         error = state.outcome.exception()
         reason = getattr(error, "reason", str(error))
+        self._note(failure=reason, retry_after=getattr(error, "retry_after", None))
         if reason != self._failing:
-            log.error("fault: upload: %s; recordings are kept on the unit and retried "
-                      "(next in %.0f s)", reason, state.upcoming_sleep)
             self._failing = reason
             self._report()
 
     def _working(self) -> None:
         """A file was confirmed. Uploads work again, unless a refused file is still held."""
         held = [why for _, why in self._held.values()]
-        if self._failing is not None and not held:
-            log.info("upload: working again")
         self._failing = held[-1] if held else None
         self._report()
 
     def _hold(self, file: SpoolFile, reason: str) -> None:
         self._spool.mark(file, FileState.SEALED)
         self._held[file.seq] = (time.monotonic() + self._hold_s, reason)
-        log.error("fault: upload: %s; the file is kept and tried again in %.0f s", reason,
-                  self._hold_s)
+        self._note(failure=reason)
         self._failing = reason
         self._report()
 
