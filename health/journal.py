@@ -3,7 +3,7 @@ elsewhere, and - while the daemon serves - every line held back until the next h
 
     handler = journal_handler()          # JournaldHandler under systemd, else stderr lines
     held = HeldLines(handler)            # installed by the daemon once it serves
-    held.release()                       # on each tick of the fixed period (health.service)
+    held.write_out()                       # on each tick of the fixed period (health.service)
 
 Why hold lines: the moment a line is written is itself information. A fault noticed because a
 recording was running, a refused token, an upload that failed because there was something to
@@ -107,7 +107,7 @@ class JournaldHandler(logging.Handler):
 
 
 def hold_lines() -> "HeldLines":
-    """From now on, hold every line of the root logger until `release()` (the daemon's
+    """From now on, hold every line of the root logger until `write_out()` (the daemon's
     health ticks); `stop()` releases what is held and writes straight through again."""
     root = logging.getLogger()
     target = root.handlers[0] if root.handlers else journal_handler()
@@ -117,7 +117,7 @@ def hold_lines() -> "HeldLines":
 
 
 class HeldLines(logging.Handler):
-    """Keeps every record until `release()`, then hands them to `target` in order. Thread-safe:
+    """Keeps every record until `write_out()`, then hands them to `target` in order. Thread-safe:
     records come from the loop, the uploader and library threads."""
 
     def __init__(self, target: logging.Handler, limit: int = HELD_MAX):
@@ -126,7 +126,7 @@ class HeldLines(logging.Handler):
         self._held: deque[logging.LogRecord] = deque()
         self._dropped = 0
         self._limit = limit
-        self._lock_ = threading.Lock()
+        self._held_lock = threading.Lock()
 
     def emit(self, record: logging.LogRecord) -> None:
         # Formatted now: the arguments may change or hold objects that should not live on.
@@ -134,7 +134,7 @@ class HeldLines(logging.Handler):
         if record.exc_info:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
             record.exc_info = None
-        with self._lock_:
+        with self._held_lock:
             if len(self._held) >= self._limit:
                 self._dropped += 1
                 return
@@ -145,11 +145,11 @@ class HeldLines(logging.Handler):
         root = logging.getLogger()
         if self in root.handlers:
             root.handlers[:] = [self.target]
-        self.release()
+        self.write_out()
 
-    def release(self) -> None:
+    def write_out(self) -> None:
         """Write out everything held (called on a tick, and on the way out)."""
-        with self._lock_:
+        with self._held_lock:
             records, self._held = list(self._held), deque()
             dropped, self._dropped = self._dropped, 0
         for record in records:

@@ -69,7 +69,7 @@ class HealthService:
                 self.tick()
         finally:
             if self._held is not None:
-                self._held.release()
+                self._held.write_out()
             self._prober.shutdown(wait=False, cancel_futures=True)
 
     def view(self) -> UnitView:
@@ -89,7 +89,7 @@ class HealthService:
         self._supervisor.status(f"health: fault: {', '.join(failing)}" if failing
                                 else "health: ok")
         if self._held is not None:
-            self._held.release()
+            self._held.write_out()
         if self._uploader is not None and (self._probe is None or self._probe.done()):
             self._probe = self._prober.submit(self._uploader.probe)
 

@@ -228,6 +228,15 @@ class RunningUnit:
             self.wait_state("idle")
         return result
 
+    def wait_journal(self, text: str, timeout: float = 10.0) -> None:
+        """Until `text` is in the journal: the daemon writes its lines on the health tick only
+        (P9), so a line shows up to one period after what it tells of."""
+        deadline = time.monotonic() + timeout
+        while text not in self.lab.journal():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not in the journal after {timeout:g} s: {text!r}")
+            time.sleep(0.05)
+
     def wait_uploaded(self, timeout: float = 60.0) -> None:
         """Until the unit holds no recording: everything confirmed by the server and purged."""
         deadline = time.monotonic() + timeout
