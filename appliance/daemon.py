@@ -30,6 +30,8 @@ from appliance.unit import State, Unit
 from uploader.client import UploadClient, UploadSettings
 from uploader.spool import Spool
 from uploader.worker import Uploader
+from health.checks import active_checks
+from health.doctor import serve_doctor, socket_path
 from health.journal import hold_lines
 from health.notify import Supervisor
 from health.publisher import HealthPublisher
@@ -153,6 +155,7 @@ async def serve(config: Config, hw: Hardware, client: UploadClient | None = None
                            teacher_ids=lambda: [c.teacher_id for c in roster.cards()],
                            clock_synchronised=clock_synchronised, started=started)
     health_task = asyncio.create_task(health.run())
+    doctor = await serve_doctor(socket_path(config), lambda: active_checks(health.view()))
     try:
         await stopping.wait()
         supervisor.stopping()
@@ -166,6 +169,8 @@ async def serve(config: Config, hw: Hardware, client: UploadClient | None = None
         if publisher is not None:
             await asyncio.to_thread(publisher.stop)
         server.close()
+        doctor.close()
+        socket_path(config).unlink(missing_ok=True)
         if serial_link is not None:
             serial_link.close()
         config.pad.socket.unlink(missing_ok=True)
