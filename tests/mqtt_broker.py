@@ -90,7 +90,7 @@ class Broker:
             "user root\n"   # started as root, Mosquitto would become `mosquitto` and lose the keys
             f"log_dest file {self.log}\n"
             "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
-            "connection_messages true\n"
+            "connection_messages true\nlog_type subscribe\n"
             f"listener {self.port} 127.0.0.1\n{tls}require_certificate false\n"
             f"listener {self.cert_port} 127.0.0.1\n{tls}require_certificate true\n"
             "use_identity_as_username true\n")
