@@ -214,10 +214,10 @@ class Client:
         return self.subacks[before]
 
     def publish(self, topic: str, payload: bytes | str, retain: bool = False, qos: int = 1,
-                properties: Properties | None = None) -> int | None:
-        """Publish and return the PUBACK reason code (QoS 1), or None (QoS 0)."""
+                properties: Properties | None = None, wait: bool = True) -> int | None:
+        """Publish and return the PUBACK reason code (QoS 1), or None (QoS 0, or not `wait`)."""
         info = self.paho.publish(topic, payload, qos=qos, retain=retain, properties=properties)
-        if qos == 0:
+        if qos == 0 or not wait:
             return None
         info.wait_for_publish(5)
         wait_for(lambda: info.mid in self.pubacks, 5, f"no PUBACK for {topic}")

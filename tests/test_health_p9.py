@@ -33,8 +33,11 @@ def _blast(admin) -> int:
             for retain, qos in ((False, 0), (True, 1)):
                 props = Properties(PacketTypes.PUBLISH)
                 props.ResponseTopic = f"{PREFIX}/reply"
-                admin.publish(topic, payload, retain=retain, qos=qos, properties=props)
+                admin.publish(topic, payload, retain=retain, qos=qos, properties=props,
+                              wait=False)
                 sent += 1
+    # Then one that is waited for: the broker has taken (and passed on) all before it.
+    assert admin.publish(f"{PREFIX}/last", b"{}", qos=1) < 0x80
     return sent
 
 
