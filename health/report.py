@@ -48,7 +48,7 @@ class HealthReport:
 
     @property
     def status(self) -> str:
-        return "fault" if any(self.checks.values()) else "ok"
+        return "fault" if any(r is not None for r in self.checks.values()) else "ok"
 
     def fields(self) -> dict:
         """The JSON object, every value already rounded."""
@@ -118,7 +118,7 @@ def backlog_bucket(size: int) -> str:
 
 
 def _check_text(reason: str | None) -> str:
-    return "ok" if reason is None else f"fault: {scrub(reason)}"
+    return "ok" if reason is None else f"fault: {scrub(reason) or 'unknown'}"
 
 
 def _iso(wall: float, period_s: float) -> str:
