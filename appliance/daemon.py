@@ -167,7 +167,12 @@ async def serve(config: Config, hw: Hardware, client: UploadClient | None = None
         await asyncio.gather(health_task, return_exceptions=True)
         held.stop()
         if publisher is not None:
-            await asyncio.to_thread(publisher.stop)
+            # Bounded: a connection attempt to a broker that is away must not hold up the exit
+            # (paho's thread is a daemon thread).
+            try:
+                await asyncio.wait_for(asyncio.to_thread(publisher.stop), 3.0)
+            except TimeoutError:
+                pass
         server.close()
         doctor.close()
         socket_path(config).unlink(missing_ok=True)
@@ -178,7 +183,8 @@ async def serve(config: Config, hw: Hardware, client: UploadClient | None = None
             # A file cut off mid-send is resumed at the next start (P7); no need to wait long.
             await asyncio.to_thread(uploader.stop, 2.0)
         if uploader is None or not uploader.running:
-            if client is not None:
-                client.close()
+            for c in (client, probe):
+                if c is not None:
+                    c.close()
             spool.close()  # else the process exit ends the uploader's request; SQLite is safe
     return 0
