@@ -32,7 +32,7 @@ from uploader.spool import Spool
 from uploader.worker import Uploader
 from health.checks import active_checks
 from health.doctor import serve_doctor, socket_path
-from health.journal import hold_lines
+from health.journal import hold_lines, stop_holding
 from health.notify import Supervisor
 from health.publisher import HealthPublisher
 from health.service import HealthService
@@ -77,6 +77,7 @@ def run(config_path: Path, hw_kind: str) -> int:
         log.error("device key: %s", e)
         return 1
     finally:
+        stop_holding()
         hw.close()
 
 
@@ -111,6 +112,9 @@ async def serve(config: Config, hw: Hardware, client: UploadClient | None = None
     clock_synchronised = synchronised_check(config.clock.synchronised)
     unit = Unit(config, roster, spool, hw, notices, device_key, clock_synchronised,
                 notices_error=notice_error)
+    # From here on, as soon as anyone could use the unit, every journal line waits for the next
+    # health tick (P9); `run` writes out what is held however `serve` ends.
+    held = hold_lines()
     uploader = None
     if client is not None:
         def upload_changed(status) -> None:
@@ -149,8 +153,6 @@ async def serve(config: Config, hw: Hardware, client: UploadClient | None = None
 
     watchdog = asyncio.create_task(supervisor.watchdog(healthy))
     log.info("ready: device %s, %d teacher(s) enrolled", config.device.id, len(roster.cards()))
-    # From here on every journal line waits for the next health tick (P9).
-    held = hold_lines()
     health = HealthService(config, unit, hw, spool, uploader, publisher, held, supervisor,
                            teacher_ids=lambda: [c.teacher_id for c in roster.cards()],
                            clock_synchronised=clock_synchronised, started=started)

@@ -4,12 +4,26 @@ systemd-python (PRIORITY, CLASSCAM_EVENT, CODE_FILE/LINE; see `health.journal`);
 from __future__ import annotations
 
 import logging
+import threading
 
 from health.journal import journal_handler
 
 
 def setup(level: int = logging.INFO) -> None:
-    """Send the root logger's lines to the journal (or stderr off systemd)."""
+    """Send the root logger's lines to the journal (or stderr off systemd). Python's warnings
+    and a thread's dying traceback go the same way, so that they too wait for the health tick
+    instead of reaching stderr when they happen (P9)."""
     root = logging.getLogger()
     root.handlers[:] = [journal_handler()]
     root.setLevel(level)
+    logging.captureWarnings(True)
+    threading.excepthook = _thread_died
+
+
+def _thread_died(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "a thread"
+    logging.getLogger("classcam").error("%s stopped by an unexpected error", name,
+                                        exc_info=(args.exc_type, args.exc_value,
+                                                  args.exc_traceback))

@@ -116,6 +116,13 @@ def hold_lines() -> "HeldLines":
     return held
 
 
+def stop_holding() -> None:
+    """Write out whatever is held and stop holding (idempotent; for every way out)."""
+    for handler in list(logging.getLogger().handlers):
+        if isinstance(handler, HeldLines):
+            handler.stop()
+
+
 class HeldLines(logging.Handler):
     """Keeps every record until `write_out()`, then hands them to `target` in order. Thread-safe:
     records come from the loop, the uploader and library threads."""
