@@ -110,3 +110,27 @@ def test_a_units_credentials_cannot_publish_elsewhere_nor_read_anything(broker):
     assert it.publish(TOPIC, b"forged", retain=True) == 0x87
     for client in (unit, other, it, admin):
         client.close()
+
+
+def test_the_server_is_probed_on_the_period_with_nothing_to_send_and_its_outage_reported(
+        lab, broker):
+    lab.settings["health"] = broker.unit_settings("sim-unit-1", PERIOD)
+    with lab.account() as server, lab.daemon() as unit:
+        it = it_watching(broker)
+        wait_until(lambda: _health(it), 10, "no health")
+        probes = wait_until(lambda: server.probes if len(server.probes) >= 6 else None, 10,
+                            "no probes")
+        gaps = [b - a for a, b in zip(probes, probes[1:])]
+        assert all(abs(g - PERIOD) < 0.2 for g in gaps), gaps
+        server.faults.set("refuse")   # nothing is waiting to be sent: only the probe can tell
+        down = wait_until(lambda: [r for r in _health(it)
+                                   if r["checks"]["server"].startswith("fault")], 10,
+                          "the outage was not reported")[0]
+        assert down["checks"]["server"].startswith("fault: cannot reach the server")
+        assert down["status"] == "fault"
+        unit.wait_journal("fault: upload: cannot reach the server")
+        server.faults.clear("refuse")
+        wait_until(lambda: _health(it)[-1]["checks"]["server"] == "ok", 10, "no recovery")
+        unit.wait_journal("upload: working again")
+        it.close()
+    assert lab.spooled() == [] and server.requests_log == []  # no upload was ever made
