@@ -12,7 +12,6 @@
 """
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import logging
 import shutil

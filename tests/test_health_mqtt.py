@@ -9,7 +9,7 @@ import time
 from hwsim.invariants import check_all, device_intervals
 from health.report import CHECKS, SIZE
 from tests.health_lab import broker, it_watching, wait_until  # noqa: F401 (fixture)
-from tests.mqtt_broker import ADMIN_USER, IT_USER
+from tests.mqtt_broker import ADMIN_USER
 
 PERIOD = 0.5
 TOPIC = "classcam/sim-unit-1/health"

@@ -2,7 +2,6 @@
 says (health messages, journal lines) tells who recorded or when."""
 from __future__ import annotations
 
-import json
 import re
 import statistics
 import time
