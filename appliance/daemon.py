@@ -176,7 +176,8 @@ async def serve(config: Config, hw: Hardware, client: UploadClient | None = None
             except TimeoutError:
                 pass
         server.close()
-        doctor.close()
+        if doctor is not None:
+            doctor.close()
         socket_path(config).unlink(missing_ok=True)
         if serial_link is not None:
             serial_link.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import socket
@@ -29,6 +30,8 @@ from typing import Awaitable, Callable
 
 from appliance.config import Config
 from health.checks import FIXES, Check, clock_fault
+
+log = logging.getLogger(__name__)
 
 SOCKET_NAME = "doctor.sock"
 ANSWER_TIMEOUT_S = 30.0
@@ -40,7 +43,8 @@ def socket_path(config: Config) -> Path:
 
 
 async def serve_doctor(path: Path, checks: Callable[[], Awaitable[list[Check]]]):
-    """The daemon's side: answer each connection with `await checks()`, one JSON line each."""
+    """The daemon's side: answer each connection with `await checks()`, one JSON line each.
+    Returns the server, or None (logged) if it cannot listen."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -52,13 +56,16 @@ async def serve_doctor(path: Path, checks: Callable[[], Awaitable[list[Check]]])
         finally:
             writer.close()
 
-    path.unlink(missing_ok=True)
     old = os.umask(0o177)
     try:
+        path.unlink(missing_ok=True)
         server = await asyncio.start_unix_server(answer, path=str(path))
+        os.chmod(path, 0o600)
+    except OSError as e:  # the unit records without it; `classcam doctor` will say so
+        log.warning("doctor: cannot listen on %s: %s", path, e.strerror or e)
+        return None
     finally:
         os.umask(old)
-    os.chmod(path, 0o600)
     return server
 
 
