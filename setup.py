@@ -9,7 +9,8 @@ setup(
     version="0.1.0",
     description="A classroom camera a teacher uses to record their own lessons, encrypted to them",
     python_requires=">=3.11",
-    packages=find_packages(include=["appliance*", "capture*", "uploader*", "led_indicator*"]),
+    packages=find_packages(include=["appliance*", "capture*", "uploader*", "led_indicator*",
+                                    "health*"]),
     install_requires=[
         "classcam-teacher",
         "cryptography>=41",
@@ -21,7 +22,8 @@ setup(
         "pyrage>=1.1",
         "gpiozero>=2.0",
         "pydantic>=2.5",
-        "sdnotify>=0.3",
+        "systemd-python>=235",   # journald fields and sd_notify (needs libsystemd-dev to build)
+        "paho-mqtt>=2.1",        # health over MQTT v5
         "pyserial>=3.5",
         "pyserial-asyncio-fast>=0.16",
         "av>=12",

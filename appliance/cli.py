@@ -1,7 +1,8 @@
 """The unit's commands of `classcam`, added to the teacher's `classcam` (teacher_tools/cli.py)
 through the entry-point group `classcam.commands`:
 
-On the unit (IT):      classcam run | check-config | roster add|list|remove | led-off
+On the unit (IT):      classcam run | check-config | doctor | roster add|list|remove | led-off
+On IT's computer:      classcam fleet
 On the unit (teacher): classcam keys device   (the fingerprint manifests are checked against)
 For pads and tests:    classcam token mint
 
@@ -62,6 +63,24 @@ def add_commands(sub: Commands) -> None:
     mint.add_argument("--lifetime", type=int, default=60, help="seconds, at most 120")
     mint.add_argument("--passphrase-file", type=Path)
     mint.set_defaults(func=_token_mint)
+
+    doc = sub.command("doctor", help="run the health checks now, each with its fix")
+    _config_arg(doc)
+    doc.set_defaults(func=_doctor)
+
+    fleet = sub.command("fleet", help="every unit's health, from the MQTT broker (for IT)")
+    fleet.add_argument("--broker", required=True, help="the broker's host name")
+    fleet.add_argument("--port", type=int, default=8883)
+    fleet.add_argument("--ca", type=Path, help="the broker's CA (default: the system's)")
+    fleet.add_argument("--username", help="IT's account on the broker")
+    fleet.add_argument("--password-file", type=Path,
+                       help="its password (default: $CLASSCAM_MQTT_PASSWORD)")
+    fleet.add_argument("--cert", type=Path, help="or a client certificate ...")
+    fleet.add_argument("--key", type=Path, help="... and its key")
+    fleet.add_argument("--wait", type=float, default=5.0,
+                       help="seconds to wait for the retained messages (default 5)")
+    fleet.add_argument("--json", action="store_true", help="JSON for monitoring systems")
+    fleet.set_defaults(func=_fleet)
 
     led = sub.command("led-off", help="force the recording LED off (systemd ExecStopPost)")
     _config_arg(led)
@@ -155,6 +174,29 @@ def _token_mint(args) -> int:
     print(mint(key, card.teacher_id, args.device, args.nonce, card.recipient, args.act,
                args.lifetime))
     return 0
+
+
+def _doctor(args) -> int:
+    from health.doctor import doctor
+    return doctor(_config(args))
+
+
+def _fleet(args) -> int:
+    import os
+    from health.fleet import FleetError, as_json, read_fleet
+    password = os.environ.get("CLASSCAM_MQTT_PASSWORD")
+    if args.password_file is not None:
+        try:
+            password = args.password_file.read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise UsageError(f"{args.password_file}: {e.strerror}") from None
+    try:
+        lines = read_fleet(args.broker, args.port, args.ca, args.username, password, args.cert,
+                           args.key, wait_s=args.wait)
+    except FleetError as e:
+        raise UsageError(str(e)) from None
+    print(as_json(lines) if args.json else "\n".join(line.text() for line in lines))
+    return 0 if lines and all(line.ok for line in lines) else 1
 
 
 def _led_off(args) -> int:

@@ -146,6 +146,34 @@ class SpoolConfig(_Section):
     quota_mb: float = Field(default=4096, gt=0)
 
 
+class HealthConfig(_Section):
+    """Device health for IT (README, "Health over MQTT"): published, probed and written to the
+    journal on this fixed period only, never at a moment a recording chose (P9)."""
+
+    period_s: float = Field(default=300, gt=0, le=86400)
+    broker: str = ""   # the MQTT broker's host name; empty: no MQTT (journal and doctor only)
+    port: int = Field(default=8883, gt=0, lt=65536)
+    ca_bundle: FilePath | None = None    # the broker's CA; None: the system's CAs
+    username: str = ""                   # default: the device id (the broker's ACL uses it)
+    password_file: FilePath | None = None
+    client_cert: FilePath | None = None  # or log in with a certificate (CN = device id)
+    client_key: FilePath | None = None
+    keepalive_s: int = Field(default=60, ge=5, le=3600)
+
+    @model_validator(mode="after")
+    def _credentials(self) -> "HealthConfig":
+        if self.broker and self.password_file is None and self.client_cert is None:
+            raise ValueError("password_file or client_cert is required with a broker (the "
+                             "broker's ACL lets each unit publish only under its own name)")
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key go together")
+        for name in ("ca_bundle", "password_file", "client_cert", "client_key"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name} {path} is not a file")
+        return self
+
+
 class GpioConfig(_Section):
     button_pin: str = "GPIO17"
     recording_led_pin: str = "GPIO27"
@@ -184,6 +212,7 @@ class Config(_Section):
     clock: ClockConfig = ClockConfig()
     upload: UploadConfig = UploadConfig()
     spool: SpoolConfig = SpoolConfig()
+    health: HealthConfig = HealthConfig()
     sim: SimConfig = SimConfig()
 
     @field_validator("device")

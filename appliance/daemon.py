@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import resource
 import signal
+import time
 from pathlib import Path
 
-import sdnotify
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from appliance import journal
+from appliance import __version__, journal
 from appliance.clock import synchronised_check
 from appliance.config import Config, ConfigError, load
 from appliance.device_key import DeviceKeyError, load_or_create
@@ -33,6 +32,12 @@ from appliance.unit import State, Unit
 from uploader.client import UploadClient, UploadSettings
 from uploader.spool import Spool
 from uploader.worker import STEP_S, Uploader
+from health.checks import active_checks
+from health.doctor import serve_doctor, socket_path
+from health.journal import hold_lines, stop_holding
+from health.notify import Supervisor
+from health.publisher import HealthPublisher
+from health.service import HealthService
 
 MB = 1024 * 1024
 # While recovery reads files the upload journal lost, each one read extends systemd's start
@@ -57,6 +62,9 @@ def run(config_path: Path, hw_kind: str) -> int:
         return EX_CONFIG
     try:
         client = upload_client(config, allow_plain_http=hw_kind == "sim")
+        # The health clock's probe has a client (and connection) of its own: it must not wait
+        # behind a long upload, nor share a session across threads.
+        probe = upload_client(config, allow_plain_http=hw_kind == "sim")
     except ValueError as e:
         log.error("config: %s: %s", config_path, e)
         return EX_CONFIG
@@ -66,11 +74,12 @@ def run(config_path: Path, hw_kind: str) -> int:
         log.error("hardware: cannot start the %s backends: %s", hw_kind, e)
         return 1
     try:
-        return asyncio.run(serve(config, hw, client))
+        return asyncio.run(serve(config, hw, client, probe))
     except DeviceKeyError as e:
         log.error("device key: %s", e)
         return 1
     finally:
+        stop_holding()
         hw.close()
 
 
@@ -86,20 +95,26 @@ def upload_client(config: Config, allow_plain_http: bool = False) -> UploadClien
         allow_plain_http=allow_plain_http))
 
 
-async def serve(config: Config, hw: Hardware, client: UploadClient | None = None) -> int:
+async def serve(config: Config, hw: Hardware, client: UploadClient | None = None,
+                probe: UploadClient | None = None) -> int:
     """Run until SIGTERM/SIGINT; the unit is left idle with the recording LED off."""
+    started = time.monotonic()
     loop = asyncio.get_running_loop()
-    notifier = sdnotify.SystemdNotifier()
+    supervisor = Supervisor()
     roster = Roster(config.device.roster_dir)
     spool = Spool(config.device.state_dir / "spool")
-    device_key = await asyncio.to_thread(_recover, spool, config, notifier)
+    device_key = await asyncio.to_thread(_recover, spool, config, supervisor)
     notices, notice_error = None, None
     try:
         notices = await asyncio.to_thread(Notices.synthesise, config.notice)
     except NoticeUnavailable as e:
         notice_error = str(e)
-    unit = Unit(config, roster, spool, hw, notices, device_key,
-                synchronised_check(config.clock.synchronised), notices_error=notice_error)
+    clock_synchronised = synchronised_check(config.clock.synchronised)
+    unit = Unit(config, roster, spool, hw, notices, device_key, clock_synchronised,
+                notices_error=notice_error)
+    # From here on, as soon as anyone could use the unit, every journal line waits for the next
+    # health tick (P9); `run` writes out what is held however `serve` ends.
+    held = hold_lines()
     uploader = None
     if client is not None:
         def upload_changed(status) -> None:
@@ -109,7 +124,7 @@ async def serve(config: Config, hw: Hardware, client: UploadClient | None = None
                 pass  # the loop has closed: the daemon is exiting
 
         uploader = Uploader(spool, client, config.upload.retry_max_s, config.upload.hold_s,
-                            on_change=upload_changed)
+                            on_change=upload_changed, probe_client=probe)
         uploader.start()
     link = PadLink(unit)
     server = await serve_socket(link, config.pad)
@@ -122,7 +137,12 @@ async def serve(config: Config, hw: Hardware, client: UploadClient | None = None
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    notifier.notify("READY=1")
+    publisher = None
+    if config.health.broker:
+        publisher = HealthPublisher(config.health, config.device.id, __version__)
+        publisher.start()  # paho's thread; the unit works the same with or without a broker
+    supervisor.ready()
+    supervisor.status(f"running; health every {config.health.period_s:g} s")
     stall_s = uploader_stall_s(config)
 
     def healthy() -> bool:
@@ -132,32 +152,50 @@ async def serve(config: Config, hw: Hardware, client: UploadClient | None = None
             return False
         return uploader is None or unit.state is not State.IDLE or uploader.alive(stall_s)
 
-    watchdog = asyncio.create_task(_watchdog(notifier, healthy))
+    watchdog = asyncio.create_task(supervisor.watchdog(healthy))
     log.info("ready: device %s, %d teacher(s) enrolled", config.device.id, len(roster.cards()))
+    health = HealthService(config, unit, hw, spool, uploader, publisher, held, supervisor,
+                           teacher_ids=lambda: [c.teacher_id for c in roster.cards()],
+                           clock_synchronised=clock_synchronised, started=started)
+    health_task = asyncio.create_task(health.run())
+    doctor = await serve_doctor(socket_path(config), lambda: active_checks(health.view()))
     try:
         await stopping.wait()
-        notifier.notify("STOPPING=1")
+        supervisor.stopping()
         await unit.shutdown()
     finally:
         hw.button.when_pressed = None
-        for task in (*services, watchdog):
+        for task in (*services, watchdog, health_task):
             task.cancel()
+        await asyncio.gather(health_task, return_exceptions=True)
+        held.stop()
+        if publisher is not None:
+            # Bounded: a connection attempt to a broker that is away must not hold up the exit
+            # (paho's thread is a daemon thread).
+            try:
+                await asyncio.wait_for(asyncio.to_thread(publisher.stop), 3.0)
+            except TimeoutError:
+                pass
         server.close()
         if serial_pad is not None:
             serial_pad.cancel()
             await asyncio.wait([serial_pad])
+        if doctor is not None:
+            doctor.close()
+        socket_path(config).unlink(missing_ok=True)
         config.pad.socket.unlink(missing_ok=True)
         if uploader is not None:
             # A file cut off mid-send is resumed at the next start (P7); no need to wait long.
             await asyncio.to_thread(uploader.stop, 2.0)
         if uploader is None or not uploader.running:
-            if client is not None:
-                client.close()
+            for c in (client, probe):
+                if c is not None:
+                    c.close()
             spool.close()  # else the process exit ends the uploader's request; SQLite is safe
     return 0
 
 
-def _recover(spool: Spool, config: Config, notifier: sdnotify.SystemdNotifier
+def _recover(spool: Spool, config: Config, supervisor: Supervisor
              ) -> Ed25519PrivateKey:
     """Recover the spool after a crash (run off the event loop); returns the device key.
     Only files the upload journal lost track of are read, so this takes the same time however
@@ -165,8 +203,7 @@ def _recover(spool: Spool, config: Config, notifier: sdnotify.SystemdNotifier
     another `START_EXTEND_USEC` from systemd (TimeoutStartSec in the unit file)."""
     spool.recover()
     # First: a segment the journal missed goes before its manifest.
-    spool.reconcile(hashed=lambda size: notifier.notify(
-        f"EXTEND_TIMEOUT_USEC={START_EXTEND_USEC}"))
+    spool.reconcile(hashed=lambda size: supervisor.extend_timeout(START_EXTEND_USEC))
     device_key = load_or_create(config.device.state_dir)
     recover_interrupted(spool, config.device.id, device_key)
     return device_key
@@ -179,14 +216,3 @@ def uploader_stall_s(config: Config) -> float:
     connect and read timeout, so twice that, plus a wait step, is a hang."""
     return 2 * (config.upload.connect_timeout_s + config.upload.read_timeout_s) + STEP_S
 
-
-async def _watchdog(notifier: sdnotify.SystemdNotifier, healthy) -> None:
-    # Pinged from the event loop itself, and only while the uploader makes progress: a wedged
-    # loop or uploader stops the pings and systemd restarts us.
-    usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
-    if usec <= 0:
-        return
-    while True:
-        if healthy():
-            notifier.notify("WATCHDOG=1")
-        await asyncio.sleep(usec / 2e6)

@@ -1,28 +1,29 @@
-"""Logging to the journal: one line per event, with the syslog priority journald understands."""
+"""Logging to the journal: one line per event. Under systemd, structured entries through
+systemd-python (PRIORITY, CLASSCAM_EVENT, CODE_FILE/LINE; see `health.journal`); elsewhere plain
+`LEVEL logger: message` lines on stderr."""
 from __future__ import annotations
 
 import logging
-import os
-import sys
+import threading
 
-_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
-             logging.CRITICAL: 2}
-
-
-class _JournalFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record).replace("\n", " | ")
-        return f"<{_PRIORITY.get(record.levelno, 6)}>{text}"
+from health.journal import journal_handler
 
 
 def setup(level: int = logging.INFO) -> None:
-    """Log to stderr; under systemd (JOURNAL_STREAM set) with `<N>` priority prefixes."""
-    handler = logging.StreamHandler(sys.stderr)
-    fmt = "%(name)s: %(message)s"
-    if "JOURNAL_STREAM" in os.environ:
-        handler.setFormatter(_JournalFormatter(fmt))
-    else:
-        handler.setFormatter(logging.Formatter("%(levelname)s " + fmt))
+    """Send the root logger's lines to the journal (or stderr off systemd). Python's warnings
+    and a thread's dying traceback go the same way, so that they too wait for the health tick
+    instead of reaching stderr when they happen (P9)."""
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [journal_handler()]
     root.setLevel(level)
+    logging.captureWarnings(True)
+    threading.excepthook = _thread_died
+
+
+def _thread_died(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "a thread"
+    logging.getLogger("classcam").error("%s stopped by an unexpected error", name,
+                                        exc_info=(args.exc_type, args.exc_value,
+                                                  args.exc_traceback))

@@ -78,6 +78,7 @@ class Unit:
         self.state = State.IDLE
         self._state_since = time.monotonic()
         self.fault: str | None = None
+        self.fault_reason: str | None = None  # for the health report, read on its tick only
         self._hw = hw
         self._roster = roster
         self._spool = spool
@@ -442,7 +443,7 @@ class Unit:
         return own + STATE_GRACE_S
 
     def _set_fault(self, component: str, reason: str) -> None:
-        self.fault = component
+        self.fault, self.fault_reason = component, reason
         log.error("fault: %s: %s", component, reason)
         self._hw.trace("fault", component=component, reason=reason)
         self._show()

@@ -46,6 +46,12 @@ class _SimDevice:
             self._timeline("device", device=self.name, phase="failed")
             raise CaptureError(f"{self.name}: simulated failure to open")
 
+    def probe(self) -> None:
+        """For `classcam doctor`: is the device there, without opening it (P1)? The `camera` or
+        `microphone` fault makes it missing. Leaves no trace on the timeline."""
+        if self.name in self._faults:
+            raise CaptureError(f"{self.name}: not found")
+
     def close(self) -> None:
         if f"{self.name}_close" in self._faults:
             raise CaptureError(f"{self.name}: simulated failure to close")

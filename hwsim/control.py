@@ -6,6 +6,7 @@ state, while the real daemon runs (`classcam run --hw sim`). Newline-delimited J
     {"cmd": "pin", "teacher": ID, "pin": "4321", "act": "start"}   answers the unit's result
     {"cmd": "fault", "name": "speaker", "on": true}
     {"cmd": "status"}            {"state", "fault", "open": [...], "recording_led", "light"}
+    {"cmd": "block_loop", "seconds": 1.0}   blocks the daemon's event loop (watchdog tests)
 
 This socket exists only in the simulator; a real unit has no such thing (P1).
 
@@ -18,6 +19,7 @@ import asyncio
 import json
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +71,9 @@ async def _command(cmd: dict, unit: Unit, parts: SimParts) -> dict[str, Any]:
     if name == "fault":
         parts.faults.set(cmd["name"], bool(cmd.get("on", True)))
         return {"ok": True, "faults": parts.faults.active()}
+    if name == "block_loop":  # a wedged event loop, for the watchdog's test
+        time.sleep(float(cmd.get("seconds", 1.0)))
+        return {"ok": True}
     if name == "status":
         return {"ok": True, "state": unit.state.value, "fault": unit.fault,
                 "open": [d for d in ("camera", "microphone") if parts.devices[d].is_open],

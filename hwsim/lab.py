@@ -104,6 +104,8 @@ class Lab:
                         "x264_preset": "ultrafast", "min_free_mb": 1},
             "pad": {"socket": str(self.pad_socket), "socket_group": ""},
             "clock": {"synchronised": "yes"},
+            # Health (and the journal's lines) on a fast clock, as the simulator runs fast.
+            "health": {"period_s": 0.5},
             "sim": {"timeline": str(self.timeline_path),
                     "control_socket": str(self.control_socket),
                     "pad_keystore": str(self.pad_dir), "speed": 40.0},
@@ -225,6 +227,15 @@ class RunningUnit:
             self.control("press")
             self.wait_state("idle")
         return result
+
+    def wait_journal(self, text: str, timeout: float = 10.0) -> None:
+        """Until `text` is in the journal: the daemon writes its lines on the health tick only
+        (P9), so a line shows up to one period after what it tells of."""
+        deadline = time.monotonic() + timeout
+        while text not in self.lab.journal():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not in the journal after {timeout:g} s: {text!r}")
+            time.sleep(0.05)
 
     def wait_uploaded(self, timeout: float = 60.0) -> None:
         """Until the unit holds no recording: everything confirmed by the server and purged."""

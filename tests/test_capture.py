@@ -115,7 +115,7 @@ def test_camera_stall_stops_cleanly_with_everything_before_it_sealed(unit, lab):
     assert manifest.body["ended_by"].startswith("fault: capture: camera delivered no frame")
     assert [e["label"] for e in events if e["ev"] == "notice" and e["phase"] == "end"] == [
         "start", "stop"]
-    assert "fault: capture: camera delivered no frame" in lab.journal()
+    unit.wait_journal("fault: capture: camera delivered no frame")
     assert check_all(events) == []
 
 

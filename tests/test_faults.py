@@ -31,7 +31,7 @@ def test_led_that_cannot_be_lit_means_no_capture(unit, lab):
     events = lab.timeline()
     assert device_intervals(events) == []
     assert not any(e["ev"] == "notice" and e["label"] == "start" for e in events)
-    assert "fault: led: recording LED cannot be driven" in lab.journal()
+    unit.wait_journal("fault: led: recording LED cannot be driven")
     # The status light blinks magenta (red and blue, no green) for a fault.
     time.sleep(0.6)
     names = {e["name"] for e in lab.timeline()[len(events):] if e["ev"] == "pin"}
@@ -59,7 +59,7 @@ def test_speaker_that_cannot_play_means_no_capture(unit, lab):
     (on, off), = led_intervals(events)  # lit for the attempt, dark again
     assert off > on
     assert unit.control("status")["fault"] == "speaker"
-    assert "fault: speaker:" in lab.journal()
+    unit.wait_journal("fault: speaker:")
     # Once the speaker works again, so does the unit.
     unit.control("fault", name="speaker", on=False)
     assert unit.lesson("t-evans", seconds=0.1)["ok"]
@@ -86,4 +86,4 @@ def test_device_that_will_not_close_keeps_the_led_lit(unit, lab):
     status = unit.control("status")
     assert status["open"] == ["camera"] and status["recording_led"] is True
     assert check_all(lab.timeline()) == []  # the camera is still open, so the LED is too
-    assert "could not close camera" in lab.journal()
+    unit.wait_journal("could not close camera")

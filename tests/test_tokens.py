@@ -113,7 +113,7 @@ def test_bad_token_is_refused_with_its_reason(armed_unit, case):
     assert result == {"type": "result", "ok": False, "reason": reason}
     assert unit.state() == "armed"
     assert device_intervals(lab.timeline()) == []
-    assert f"token refused: {reason}" in lab.journal()
+    unit.wait_journal(f"token refused: {reason}")
 
 
 def test_not_armed(armed_unit):

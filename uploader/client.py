@@ -140,6 +140,13 @@ class UploadClient:
                 continue
             return self._stored(response)
 
+    def probe(self) -> None:
+        """One HEAD of `/v1/probe` (README, "The upload API"): returns if the server answered
+        over mutual TLS with anything below 500, else raises `RetryLater`. The health clock
+        calls it whether or not anything waits, so reachability is known on that clock alone."""
+        self._request("HEAD", f"{self._base}/v1/probe",
+                      answers=frozenset(range(400, 500)) - {408, 429})
+
     # -- one request ------------------------------------------------------------------------
 
     def _request(self, sending: _Sending, method: str, url: str,

@@ -15,8 +15,11 @@ while it is sent is cut off at its next block and dropped quietly: that is no fa
 The uploader shows a sign of life (`alive`) while it waits in short steps and each time bytes of
 a file move, so a slow upload is not mistaken for a hung one, and a hung one still is.
 
-The journal gets one line when uploads start failing (with the reason) and one when a file is
-confirmed again; never which teacher or recording, and nothing timed by a discard (P9).
+
+The uploader writes nothing to the journal about uploads: when they happen is when recordings
+were made (P9). It keeps what happened since the last health tick (`take_period`) and, on that
+fixed clock, reaches the server with `probe()` whether or not anything waits; `health.service`
+reports both, and writes the journal's upload lines, on the tick.
 """
 from __future__ import annotations
 
@@ -28,13 +31,22 @@ from typing import Callable
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_random_exponential
 
-from uploader.client import Gone, Refused, RetryLater, Stored, UploadClient, UploadTarget
+from uploader.client import (Gone, Refused, RetryLater, Stored, UploadClient, UploadError,
+                             UploadTarget)
 from uploader.spool import Backlog, FileState, Sending, Spool, SpoolFile
 
 log = logging.getLogger(__name__)
 
 STEP_S = 1.0           # waits are cut into steps this long, so stop() and the watchdog see us
 IDLE_POLL_S = 30.0     # even with nothing to do, look at the spool this often
+
+
+@dataclass(frozen=True)
+class PeriodNews:
+    """What the server said since the last health tick."""
+
+    answered: bool         # a request (an upload or the probe) got a good answer
+    failure: str | None    # the first failure's reason
 
 
 @dataclass(frozen=True)
@@ -54,9 +66,15 @@ class Uploader:
 
     def __init__(self, spool: Spool, client: UploadClient, retry_max_s: float = 300,
                  hold_s: float = 3600,
-                 on_change: Callable[[UploadStatus], None] = lambda status: None):
+                 on_change: Callable[[UploadStatus], None] = lambda status: None,
+                 probe_client: UploadClient | None = None):
         self._spool = spool
         self._client = client
+        self._probe_client = probe_client or client
+        self._period_lock = threading.Lock()
+        self._news = PeriodNews(False, None)
+        self._attempted = False     # an upload reached for the server since the last probe
+        self._not_before = 0.0      # the server's Retry-After, for the probe too
         self._retry_max_s = retry_max_s
         self._hold_s = hold_s
         self._on_change = on_change
@@ -65,7 +83,6 @@ class Uploader:
         self._thread = threading.Thread(target=self._run, name="uploader", daemon=True)
         self._failing: str | None = None    # what status() says: `_retrying`, or a held reason
         self._retrying: str | None = None   # why the last attempt failed, until the server answers
-        self._fault_logged = False          # a fault line has had no "working again" line yet
         self._reported: UploadStatus | None = None
         # Files the server refused (by seq) -> (when to try them again, why).
         self._held: dict[int, tuple[float, str]] = {}
@@ -96,6 +113,36 @@ class Uploader:
 
     def status(self) -> UploadStatus:
         return UploadStatus(self._spool.backlog(), self._failing)
+
+    # -- the health clock's hooks -------------------------------------------------------------
+
+    def probe(self) -> None:
+        """Called on each health tick (from a thread of its own): reach the server unless an
+        upload already did since the last probe, or the server asked to wait."""
+        with self._period_lock:
+            attempted, self._attempted = self._attempted, False
+        if attempted or time.monotonic() < self._not_before:
+            return
+        try:
+            self._probe_client.probe()
+        except UploadError as e:
+            self._note(failure=e.reason, retry_after=getattr(e, "retry_after", None))
+        else:
+            self._note(answered=True)
+
+    def take_period(self) -> PeriodNews:
+        """What happened since the last call (the health tick's news), and start afresh."""
+        with self._period_lock:
+            news, self._news = self._news, PeriodNews(False, None)
+        return news
+
+    def _note(self, answered: bool = False, failure: str | None = None,
+              retry_after: float | None = None) -> None:
+        with self._period_lock:
+            self._news = PeriodNews(self._news.answered or answered,
+                                    self._news.failure or failure)
+            if retry_after:
+                self._not_before = max(self._not_before, time.monotonic() + retry_after)
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -165,32 +212,29 @@ class Uploader:
         if self._stopping.is_set():
             raise _Stopping()
         self._beat()
+        with self._period_lock:
+            self._attempted = True
         # Each block sent is a sign of life; a discard stops the body at the next block.
-        return self._client.put(target, progress=self._beat, cancel=sending.withdrawn)
+        stored = self._client.put(target, progress=self._beat, cancel=sending.withdrawn)
+        self._note(answered=True)
+        return stored
 
     def _attempt_failed(self, state: RetryCallState) -> None:
         error = state.outcome.exception()
         reason = getattr(error, "reason", str(error))
+        self._note(failure=reason, retry_after=getattr(error, "retry_after", None))
         if reason != self._retrying:
-            log.error("fault: upload: %s; recordings are kept on the unit and retried "
-                      "(next in %.0f s)", reason, state.upcoming_sleep)
-            self._fault_logged = True
             self._retrying = reason
             self._report()
 
     def _working(self) -> None:
         """A file was confirmed. Uploads work again, unless a refused file is still held."""
         self._report()
-        if self._fault_logged and self._failing is None:
-            log.info("upload: working again")
-            self._fault_logged = False
 
     def _hold(self, file: SpoolFile, reason: str) -> None:
         self._spool.mark(file, FileState.SEALED)
         self._held[file.seq] = (time.monotonic() + self._hold_s, reason)
-        log.error("fault: upload: %s; the file is kept and tried again in %.0f s", reason,
-                  self._hold_s)
-        self._fault_logged = True
+        self._note(failure=reason)
         self._report()
 
     def _still_held(self) -> frozenset[int]:
