@@ -9,8 +9,7 @@ setup(
     version="0.1.0",
     description="A classroom camera a teacher uses to record their own lessons, encrypted to them",
     python_requires=">=3.11",
-    packages=find_packages(include=["appliance*", "capture*", "uploader*", "led_indicator*",
-                                    "health*"]),
+    packages=find_packages(include=["appliance*", "capture*", "uploader*", "led_indicator*"]),
     install_requires=[
         "classcam-teacher",
         "cryptography>=41",

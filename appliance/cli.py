@@ -177,13 +177,13 @@ def _token_mint(args) -> int:
 
 
 def _doctor(args) -> int:
-    from health.doctor import doctor
+    from appliance.health.doctor import doctor
     return doctor(_config(args))
 
 
 def _fleet(args) -> int:
     import os
-    from health.fleet import FleetError, as_json, read_fleet
+    from appliance.health.fleet import FleetError, as_json, read_fleet
     password = os.environ.get("CLASSCAM_MQTT_PASSWORD")
     if args.password_file is not None:
         try:

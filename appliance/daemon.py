@@ -32,12 +32,12 @@ from appliance.unit import State, Unit
 from uploader.client import UploadClient, UploadSettings
 from uploader.spool import Spool
 from uploader.worker import STEP_S, Uploader
-from health.checks import active_checks
-from health.doctor import serve_doctor, socket_path
-from health.journal import hold_lines, stop_holding
-from health.notify import Supervisor
-from health.publisher import HealthPublisher
-from health.service import HealthService
+from appliance.health.checks import active_checks
+from appliance.health.doctor import serve_doctor, socket_path
+from appliance.health.journal import hold_lines, stop_holding
+from appliance.health.notify import Supervisor
+from appliance.health.publisher import HealthPublisher
+from appliance.health.service import HealthService
 
 MB = 1024 * 1024
 # While recovery reads files the upload journal lost, each one read extends systemd's start

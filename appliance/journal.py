@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from health.journal import journal_handler
+from appliance.health.journal import journal_handler
 
 
 def setup(level: int = logging.INFO) -> None:

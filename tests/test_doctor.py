@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from hwsim.invariants import check_all, device_intervals, led_intervals
-from health.report import CHECKS
+from appliance.health.report import CHECKS
 
 
 def doctor(lab) -> subprocess.CompletedProcess:

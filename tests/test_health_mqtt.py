@@ -7,7 +7,7 @@ import json
 import time
 
 from hwsim.invariants import check_all, device_intervals
-from health.report import CHECKS, SIZE
+from appliance.health.report import CHECKS, SIZE
 from tests.health_lab import broker, it_watching, wait_until  # noqa: F401 (fixture)
 from tests.mqtt_broker import ADMIN_USER
 

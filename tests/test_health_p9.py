@@ -10,7 +10,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from hwsim.invariants import check_all, device_intervals, led_intervals
-from health.report import SIZE
+from appliance.health.report import SIZE
 from tests.health_lab import broker, it_watching, timed_daemon, wait_until  # noqa: F401
 from tests.mqtt_broker import ADMIN_USER
 

@@ -8,8 +8,8 @@ import time
 
 from hypothesis import given, settings, strategies as st
 
-from health.report import CHECKS, SIZE, HealthReport, decode, offline_message, scrub
-from health.schedule import FixedPeriod
+from appliance.health.report import CHECKS, SIZE, HealthReport, decode, offline_message, scrub
+from appliance.health.schedule import FixedPeriod
 
 TEACHER = "t-evans"
 RECORDING = "0123456789abcdef0123456789abcdef"

@@ -144,7 +144,7 @@ class UploadClient:
         """One HEAD of `/v1/probe` (README, "The upload API"): returns if the server answered
         over mutual TLS with anything below 500, else raises `RetryLater`. The health clock
         calls it whether or not anything waits, so reachability is known on that clock alone."""
-        self._request("HEAD", f"{self._base}/v1/probe",
+        self._request(_Sending(lambda: None, None), "HEAD", f"{self._base}/v1/probe",
                       answers=frozenset(range(400, 500)) - {408, 429})
 
     # -- one request ------------------------------------------------------------------------

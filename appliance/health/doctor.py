@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Awaitable, Callable
 
 from appliance.config import Config
-from health.checks import FIXES, Check, clock_fault
+from appliance.health.checks import FIXES, Check, clock_fault
 
 log = logging.getLogger(__name__)
 

@@ -101,9 +101,12 @@ def decode(payload: bytes) -> dict:
 
 
 def scrub(reason: str, secrets: Iterable[str] = ()) -> str:
-    """`reason` on one line, at most REASON_MAX characters, without recording ids, file paths
-    or any of `secrets` (the enrolled teachers' ids)."""
+    """`reason` on one line, at most REASON_MAX characters of printable ASCII (anything else,
+    and the quote and backslash JSON would escape, becomes "?", so a reason's size in the message
+    is its length), without recording ids, file paths or any of `secrets` (the enrolled
+    teachers' ids)."""
     text = " ".join(str(reason).split())
+    text = "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in text)
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
         text = text.replace(secret, "<teacher>")
     text = _PATH.sub("<path>", _ID.sub("<id>", text))

@@ -20,12 +20,12 @@ from typing import Callable
 
 from appliance import __version__
 from appliance.config import Config
-from health.checks import Check, UnitView, passive_checks
-from health.journal import HeldLines
-from health.notify import Supervisor
-from health.publisher import HealthPublisher
-from health.report import HealthReport, scrub
-from health.schedule import FixedPeriod
+from appliance.health.checks import Check, UnitView, passive_checks
+from appliance.health.journal import HeldLines
+from appliance.health.notify import Supervisor
+from appliance.health.publisher import HealthPublisher
+from appliance.health.report import HealthReport, scrub
+from appliance.health.schedule import FixedPeriod
 
 log = logging.getLogger("health")
 

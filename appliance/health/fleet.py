@@ -22,8 +22,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from health.publisher import EXPIRY_S
-from health.report import decode
+from appliance.health.publisher import EXPIRY_S
+from appliance.health.report import decode
 
 TOPIC = "classcam/+/health"
 STALE_PERIODS = 3

@@ -27,7 +27,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from appliance.config import HealthConfig
-from health.report import offline_message
+from appliance.health.report import offline_message
 
 log = logging.getLogger(__name__)
 

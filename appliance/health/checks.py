@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from health.report import CHECKS
+from appliance.health.report import CHECKS
 
 if TYPE_CHECKING:
     from appliance.unit import Unit
