@@ -3,7 +3,8 @@ until NTP has synchronised it, freshness comes from the challenge alone."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
+from collections.abc import Callable
 
 TIMESYNCD_FLAG = Path("/run/systemd/timesync/synchronized")
 

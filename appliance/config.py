@@ -10,6 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
+from pydantic_core import ErrorDetails
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
                       model_validator)
 
@@ -129,7 +130,7 @@ class UploadConfig(_Section):
     hold_s: float = Field(default=3600, gt=0, le=7 * 86400)  # after the server refuses a file
 
     @model_validator(mode="after")
-    def _mutual_tls(self) -> "UploadConfig":
+    def _mutual_tls(self) -> UploadConfig:
         if self.url.startswith("https://") and (self.client_cert is None or self.client_key is None):
             raise ValueError("client_cert and client_key are required for https (the unit "
                              "authenticates with its own key)")
@@ -161,7 +162,7 @@ class HealthConfig(_Section):
     keepalive_s: int = Field(default=60, ge=5, le=3600)
 
     @model_validator(mode="after")
-    def _credentials(self) -> "HealthConfig":
+    def _credentials(self) -> HealthConfig:
         if self.broker and self.password_file is None and self.client_cert is None:
             raise ValueError("password_file or client_cert is required with a broker (the "
                              "broker's ACL lets each unit publish only under its own name)")
@@ -245,7 +246,7 @@ def parse(raw: dict, source: str = "config") -> Config:
         raise ConfigError(f"{source}: {key}: {why}") from None
 
 
-def _reason(error: dict) -> str:
+def _reason(error: ErrorDetails) -> str:
     if error["type"] == "extra_forbidden":
         return "unknown key"
     if error["type"] == "missing":

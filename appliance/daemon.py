@@ -132,7 +132,8 @@ async def serve(config: Config, hw: Hardware, client: UploadClient | None = None
     if config.pad.serial is not None:  # absent or failing, it is a fault, not a reason to stop
         serial_pad = asyncio.create_task(SerialPad(link, config.pad).run())
     hw.button.when_pressed = lambda: asyncio.run_coroutine_threadsafe(unit.press("button"), loop)
-    services = [asyncio.create_task(start(unit)) for start in hw.tasks]
+    services: list[asyncio.Future[None]] = [asyncio.ensure_future(start(unit))
+                                             for start in hw.tasks]
 
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -24,6 +24,10 @@ def _thread_died(args: threading.ExceptHookArgs) -> None:
     if args.exc_type is SystemExit:
         return
     name = args.thread.name if args.thread is not None else "a thread"
+    if args.exc_value is None:  # no exception object to show: say what died, and of what
+        logging.getLogger("classcam").error("%s stopped by an unexpected %s", name,
+                                            args.exc_type.__name__)
+        return
     logging.getLogger("classcam").error("%s stopped by an unexpected error", name,
                                         exc_info=(args.exc_type, args.exc_value,
                                                   args.exc_traceback))

@@ -55,7 +55,7 @@ class Notices:
     full: Sound  # why a recording cannot start: the spool is full
 
     @classmethod
-    def synthesise(cls, config: NoticeConfig) -> "Notices":
+    def synthesise(cls, config: NoticeConfig) -> Notices:
         return cls(*(synthesise(kind, config.texts(kind), config.words_per_minute)
                      for kind in ("start", "stop", "discard", "full")))
 

@@ -30,7 +30,7 @@ import os
 import termios
 import time
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import serial
 import serial_asyncio_fast
@@ -222,7 +222,10 @@ class SerialPad:
         return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
     def _lost(self, state: RetryCallState) -> None:
-        ended = state.outcome.exception().ended  # only _PadLost is retried
+        assert state.outcome is not None  # tenacity calls before_sleep after an attempt
+        lost = state.outcome.exception()
+        assert isinstance(lost, _PadLost)  # only _PadLost is retried
+        ended = lost.ended
         if not ended.pad_fault:
             log.warning("pad link (serial): %s; opening the device again", ended.reason)
         elif not self._failing:  # one line per outage, not one per try

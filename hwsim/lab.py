@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import tomli_w
 
@@ -50,7 +50,7 @@ class Lab:
 
     @classmethod
     def create(cls, root: Path, teachers: dict[str, str] | None = None, enrolled: bool = True,
-               **settings) -> "Lab":
+               **settings) -> Lab:
         """Make keys for each teacher (as on their own computer), enrol their cards on the unit,
         put their signing keys on the simulated pad under their PINs, and write the config.
         `settings` are extra TOML tables, e.g. `recording={"max_minutes": 0.05}`."""
@@ -67,7 +67,7 @@ class Lab:
         lab.write_config()
         return lab
 
-    def copy(self, root: Path, **settings) -> "Lab":
+    def copy(self, root: Path, **settings) -> Lab:
         """The same classroom (keys, roster, pad) under `root`, with fresh state: making keys
         takes seconds (scrypt), copying them does not."""
         shutil.copytree(self.root, root, dirs_exist_ok=True, ignore=shutil.ignore_patterns(
@@ -115,7 +115,7 @@ class Lab:
         self.config_path.write_text(tomli_w.dumps(tables))
 
     @contextlib.contextmanager
-    def daemon(self, start_timeout: float = 30.0) -> Iterator["RunningUnit"]:
+    def daemon(self, start_timeout: float = 30.0) -> Iterator[RunningUnit]:
         """Run the real daemon in a subprocess; SIGTERM it on the way out."""
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.pop("NOTIFY_SOCKET", None)

@@ -36,3 +36,7 @@ def unit(lab):
     """The real daemon, simulated hardware, running on `lab`."""
     with lab.daemon() as running:
         yield running
+
+
+# The MQTT broker fixture (a real Mosquitto with TLS and the ACL), for the health tests.
+pytest_plugins = ["tests.health_lab"]

@@ -61,7 +61,7 @@ class Broker:
         self.log = self.directory / "mosquitto.log"
 
     @classmethod
-    def start(cls, directory: Path, units: list[str], pki: TestPki | None = None) -> "Broker":
+    def start(cls, directory: Path, units: list[str], pki: TestPki | None = None) -> Broker:
         """Write the config, password file and ACL for IT and `units`, and start Mosquitto."""
         directory.mkdir(parents=True, exist_ok=True)
         pki = pki or TestPki.create(directory / "pki")
@@ -111,7 +111,7 @@ class Broker:
                 return
             except OSError:
                 if time.monotonic() > deadline:
-                    raise TimeoutError("mosquitto did not start listening")
+                    raise TimeoutError("mosquitto did not start listening") from None
                 time.sleep(0.05)
 
     def stop(self) -> None:
@@ -149,7 +149,7 @@ class Broker:
                 "ca_bundle": str(self.ca), "password_file": str(self.password_file(device_id))}
 
     def client(self, user: str | None = None, credential: Credential | None = None,
-               client_id: str = "") -> "Client":
+               client_id: str = "") -> Client:
         """A connected MQTT v5 client: `user` with its password on `port`, or `credential`
         on `cert_port`."""
         return Client.connect(self, user, credential, client_id)
@@ -169,7 +169,7 @@ class Client:
 
     @classmethod
     def connect(cls, broker: Broker, user: str | None, credential: Credential | None,
-                client_id: str, timeout: float = 10.0) -> "Client":
+                client_id: str, timeout: float = 10.0) -> Client:
         paho = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                            protocol=mqtt.MQTTv5)
         client = cls(paho)

@@ -397,7 +397,7 @@ class FakePicamera2:
     """picamera2's queueing, for a camera that delivers no frame: each capture is a job that
     waits for a frame, jobs run in order, and `stop()` is one more job behind them."""
 
-    instances: list["FakePicamera2"] = []
+    instances: list[FakePicamera2] = []
 
     def __init__(self):
         self.jobs: list[concurrent.futures.Future] = []
@@ -456,7 +456,7 @@ class FakeInputStream:
     """sounddevice's InputStream for a microphone that delivers nothing: a blocking read waits
     until the test ends, and the callback is only called by `hear()`."""
 
-    instances: list["FakeInputStream"] = []
+    instances: list[FakeInputStream] = []
     ended = threading.Event()
 
     def __init__(self, samplerate, channels, dtype, device=None, blocksize=0, callback=None,
@@ -550,7 +550,7 @@ def test_quota_stops_free_the_recorder_its_encoders_and_their_threads_without_th
             directory.mkdir()
             quota = iter([1 << 40])  # room for the first segment, then the quota is spent
             recorder = Recorder(FakeCamera(), FakeMicrophone(), directory, recipient, SETTINGS,
-                                free_bytes=lambda p: next(quota, 0))
+                                free_bytes=lambda p, q=quota: next(q, 0))
             recorder.start()
             wait_for(lambda r=recorder: r.failed, what="the quota stop")
             assert [e.index for e in recorder.stop()] == [1]

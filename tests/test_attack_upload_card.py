@@ -42,7 +42,7 @@ def traces(root: Path, teacher: str, t0: float, t1: float) -> dict[str, set[str]
     double (outside the ciphertext, whose random bytes would match by chance)."""
     low, high = t0 - DAY, t1 + DAY
     days = {datetime.datetime.fromtimestamp(t, tz).date()
-            for t in (low, t0, t1, high) for tz in (datetime.timezone.utc, None)}
+            for t in (low, t0, t1, high) for tz in (datetime.UTC, None)}
     dates = {d.strftime(f).encode() for d in days
              for f in ("%Y-%m-%d", "%Y%m%d", "%d/%m/%Y", "%Y/%m/%d", "%d.%m.%Y")}
     found: dict[str, set[str]] = {}

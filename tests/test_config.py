@@ -29,12 +29,14 @@ def test_documented_default_is_valid_and_matches_the_built_in_defaults(tmp_path)
 @pytest.mark.parametrize("change, message", [
     (lambda c: c["recording"].update(max_mins=5), "recording.max_mins: unknown key"),
     (lambda c: c.update(remote={"start": True}), "remote: unknown key"),
-    (lambda c: c["recording"].update(max_minutes="90"), "recording.max_minutes: Input should be a valid number"),
+    (lambda c: c["recording"].update(max_minutes="90"),
+     "recording.max_minutes: Input should be a valid number"),
     (lambda c: c["notice"].update(languages=["fr"]), "notice.languages.0: Input should be 'en' or 'cy'"),
     (lambda c: c["device"].pop("id"), "device.id: required key is missing"),
     (lambda c: c["device"].update(roster_dir="/nonexistent/teachers.d"),
      "device: roster_dir /nonexistent/teachers.d is not a directory"),
-    (lambda c: c["recording"].update(max_minutes=-1), "recording.max_minutes: Input should be greater than 0"),
+    (lambda c: c["recording"].update(max_minutes=-1),
+     "recording.max_minutes: Input should be greater than 0"),
     (lambda c: c["upload"].update(url="https://account.example"),
      "upload: client_cert and client_key are required for https (the unit authenticates with its "
      "own key)"),

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from tests.health_lab import broker, it_watching, wait_until  # noqa: F401 (fixture)
+from tests.health_lab import it_watching, wait_until
 from tests.mqtt_broker import IT_USER
 
 
@@ -44,7 +44,7 @@ def test_fleet_prints_one_line_per_unit_and_fails_on_a_fault_or_an_offline_unit(
             stack.enter_context(lab.account())
             units[device] = stack.enter_context(lab.daemon())
         for device in labs:
-            wait_until(lambda: _status(it, device) == "ok", 15, f"{device} not ok")
+            wait_until(lambda d=device: _status(it, d) == "ok", 15, f"{device} not ok")
         # The healthy unit: what IT sees when all is well.
         healthy = fleet(broker, "--json")
         assert healthy.returncode == 0, healthy.stderr
@@ -58,7 +58,7 @@ def test_fleet_prints_one_line_per_unit_and_fails_on_a_fault_or_an_offline_unit(
         wait_until(lambda: _status(it, "sim-unit-2") == "fault", 10, "no speaker fault")
         # sim-unit-3 loses power.
         units["sim-unit-3"].kill()
-        killed_at = datetime.datetime.now(datetime.timezone.utc)
+        killed_at = datetime.datetime.now(datetime.UTC)
         wait_until(lambda: _status(it, "sim-unit-3") == "offline", 10, "no last will")
         time.sleep(1.2)  # the offline time is the will's, not the time fleet is run
         text = fleet(broker)

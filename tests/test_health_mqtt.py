@@ -8,7 +8,7 @@ import time
 
 from hwsim.invariants import check_all, device_intervals
 from appliance.health.report import CHECKS, SIZE
-from tests.health_lab import broker, it_watching, wait_until  # noqa: F401 (fixture)
+from tests.health_lab import it_watching, wait_until
 from tests.mqtt_broker import ADMIN_USER
 
 PERIOD = 0.5

@@ -11,7 +11,7 @@ from paho.mqtt.properties import Properties
 
 from hwsim.invariants import check_all, device_intervals, led_intervals
 from appliance.health.report import SIZE
-from tests.health_lab import broker, it_watching, timed_daemon, wait_until  # noqa: F401
+from tests.health_lab import it_watching, timed_daemon, wait_until
 from tests.mqtt_broker import ADMIN_USER
 
 PREFIX = "classcam/sim-unit-1"

@@ -83,7 +83,8 @@ def _tampered(made_keys, resign: bool = False, **changes) -> bytes:
 
 
 @pytest.mark.parametrize("name, data, reason", [
-    ("recipient swapped", lambda k: _tampered(k, recipient=str(pyrage.x25519.Identity.generate().to_public())),
+    ("recipient swapped",
+     lambda k: _tampered(k, recipient=str(pyrage.x25519.Identity.generate().to_public())),
      "binding signature does not verify"),
     ("id changed", lambda k: _tampered(k, teacher_id="t-head"), "binding signature does not verify"),
     ("extra field", lambda k: _tampered(k, resign=True, admin=True), "card must have exactly the fields"),

@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_random_exponential
 
@@ -220,6 +220,7 @@ class Uploader:
         return stored
 
     def _attempt_failed(self, state: RetryCallState) -> None:
+        assert state.outcome is not None  # tenacity calls before_sleep after an attempt
         error = state.outcome.exception()
         reason = getattr(error, "reason", str(error))
         self._note(failure=reason, retry_after=getattr(error, "retry_after", None))

@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from appliance.health.report import CHECKS
 
 if TYPE_CHECKING:
+    from appliance.hardware import Hardware
     from appliance.unit import Unit
 
 MB = 1024 * 1024
@@ -60,8 +62,8 @@ class UnitView:
     """What the checks may read. `server` is the health service's latest word on the upload
     server (None: it answered; a string: why not)."""
 
-    unit: "Unit"
-    hw: object
+    unit: Unit
+    hw: Hardware
     clock_synchronised: Callable[[], bool]
     clock_setting: str
     server: str | None

@@ -26,7 +26,7 @@ import shutil
 import socket
 from dataclasses import asdict
 from pathlib import Path
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from appliance.config import Config
 from appliance.health.checks import FIXES, Check, clock_fault

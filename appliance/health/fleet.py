@@ -138,7 +138,7 @@ def _line(device: str, heard: float, payload: bytes, left: int | None) -> UnitLi
 
 
 def _iso(wall: float) -> str:
-    return datetime.datetime.fromtimestamp(int(wall), datetime.timezone.utc).strftime(
+    return datetime.datetime.fromtimestamp(int(wall), datetime.UTC).strftime(
         "%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -106,7 +106,7 @@ class JournaldHandler(logging.Handler):
             self.handleError(record)
 
 
-def hold_lines() -> "HeldLines":
+def hold_lines() -> HeldLines:
     """From now on, hold every line of the root logger until `write_out()` (the daemon's
     health ticks); `stop()` releases what is held and writes straight through again."""
     root = logging.getLogger()

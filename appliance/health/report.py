@@ -18,7 +18,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 VERSION = 1
 SIZE = 1536
@@ -126,7 +126,7 @@ def _check_text(reason: str | None) -> str:
 
 def _iso(wall: float, period_s: float) -> str:
     rounded = math.floor(wall / period_s) * period_s
-    return datetime.datetime.fromtimestamp(int(rounded), datetime.timezone.utc).strftime(
+    return datetime.datetime.fromtimestamp(int(rounded), datetime.UTC).strftime(
         "%Y-%m-%dT%H:%M:%SZ")
 
 

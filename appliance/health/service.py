@@ -16,7 +16,7 @@ import concurrent.futures
 import logging
 import shutil
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from appliance import __version__
 from appliance.config import Config
