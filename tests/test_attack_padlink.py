@@ -171,6 +171,7 @@ def test_a_serial_pad_absent_at_boot_is_a_fault_until_it_is_plugged_in(lab):
         unit.control("press")
         unit.wait_state("idle")
         time.sleep(2.5)  # several more tries to open the device: still one journal line
+        _wait(lambda: _pad_fault_lines(lab.journal()), what="the pad fault in the journal")
         lines = _pad_fault_lines(lab.journal())
         assert len(lines) == 1 and "cannot open" in lines[0] and str(path) in lines[0]
 
@@ -197,6 +198,8 @@ def test_a_serial_pad_that_fails_is_a_fault_and_is_used_again_when_it_is_back(la
         pad.unplug()  # reads on the unit's end now fail
         _wait(lambda: unit.control("status")["fault"] == "pad", what="a pad fault")
         assert unit.control("status")["light"] == "fault"
+        # Journal lines wait for the health tick (P9): wait for it, then there is exactly one.
+        _wait(lambda: _pad_fault_lines(lab.journal()), what="the pad fault in the journal")
         assert len(_pad_fault_lines(lab.journal())) == 1
 
         pad = Pty()
