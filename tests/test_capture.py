@@ -20,6 +20,15 @@ def _frames(events) -> list[int]:
     return [e["n"] for e in events if e["ev"] == "frame"]
 
 
+def _wait_sealed(lab, segments: int = 1, timeout: float = 20.0) -> None:
+    """Until the recording has sealed `segments` segments: something the fault must not lose."""
+    deadline = time.monotonic() + timeout
+    while not any(len(list(rec.glob("seg-*.ts.age"))) >= segments
+                  for rec in recording_dirs(lab)):
+        assert time.monotonic() < deadline, f"no {segments} sealed segment(s) after {timeout} s"
+        time.sleep(0.05)
+
+
 def test_segments_hold_every_frame_once_and_decrypt_with_the_age_cli(unit, lab):
     assert unit.lesson("t-evans", seconds=3.2)["ok"]
     events = lab.timeline()
@@ -122,7 +131,7 @@ def test_camera_stall_stops_cleanly_with_everything_before_it_sealed(unit, lab):
     unit.wait_state("armed")
     unit.control("pin", teacher="t-evans", pin="4321")
     unit.wait_state("recording")
-    time.sleep(1.5)
+    _wait_sealed(lab)
     unit.control("fault", name="camera_stall", on=True)
     unit.wait_state("idle", timeout=10)
     assert unit.control("status")["fault"] == "capture"
@@ -144,7 +153,7 @@ def test_microphone_failure_stops_cleanly(unit, lab):
     unit.wait_state("armed")
     unit.control("pin", teacher="t-evans", pin="4321")
     unit.wait_state("recording")
-    time.sleep(1.2)
+    _wait_sealed(lab)
     unit.control("fault", name="microphone_error", on=True)
     unit.wait_state("idle", timeout=10)
     (rec,) = recording_dirs(lab)
@@ -159,7 +168,7 @@ def test_full_disk_stops_recording_before_a_segment_is_lost(unit, lab):
     unit.wait_state("armed")
     unit.control("pin", teacher="t-evans", pin="4321")
     unit.wait_state("recording")
-    time.sleep(1.5)
+    _wait_sealed(lab)
     unit.control("fault", name="disk_full", on=True)
     unit.wait_state("idle", timeout=10)
     events = lab.timeline()
