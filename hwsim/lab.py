@@ -232,7 +232,7 @@ class RunningUnit:
         result = self.control("pin", teacher=teacher, pin=self.lab.teachers[teacher])["result"]
         if result["ok"]:
             self.wait_state("recording")
-            time.sleep(seconds)
+            time.sleep(seconds)  # the lesson's length: nothing to wait for
             self.control("press")
             self.wait_state("idle")
         return result
