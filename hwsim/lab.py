@@ -116,20 +116,23 @@ class Lab:
 
     @contextlib.contextmanager
     def daemon(self, start_timeout: float = 30.0) -> Iterator[RunningUnit]:
-        """Run the real daemon in a subprocess; SIGTERM it on the way out."""
+        """Run the real daemon in a subprocess; SIGTERM it on the way out. Unless the test
+        killed it on purpose (`RunningUnit.kill`), a daemon that died, or did not exit with 0
+        on SIGTERM, fails the test with `DaemonExitError`."""
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.pop("NOTIFY_SOCKET", None)
         log = open(self.log_path, "ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "appliance.cli", "run", "--hw", "sim",
              "--config", str(self.config_path)], stdout=log, stderr=log, env=env)
-        unit = RunningUnit(self, proc)
+        unit = RunningUnit(self, proc, log_offset=log.tell())
         try:
             unit.connect(start_timeout)
             yield unit
         finally:
             unit.terminate()
             log.close()
+        unit.check_exit()  # only when the test itself passed: its own failure says more
 
     @contextlib.contextmanager
     def account(self, **upload) -> Iterator[AccountServer]:
@@ -177,13 +180,21 @@ class Lab:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+class DaemonExitError(AssertionError):
+    """The daemon died, or did not exit cleanly when asked to stop (P8)."""
+
+
 class RunningUnit:
     """A daemon process of a `Lab`, driven through the simulator's control socket."""
 
-    def __init__(self, lab: Lab, proc: subprocess.Popen):
+    def __init__(self, lab: Lab, proc: subprocess.Popen, log_offset: int = 0):
         self.lab = lab
         self.proc = proc
         self._client: ControlClient | None = None
+        self._log_offset = log_offset  # where this process's lines start in the lab's log
+        self._killed = False       # SIGKILLed by the test (a power cut): no status to check
+        self._sigterm_sent = False
+        self._forced = False       # still running long after SIGTERM, so SIGKILLed
 
     def connect(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -223,7 +234,7 @@ class RunningUnit:
         result = self.control("pin", teacher=teacher, pin=self.lab.teachers[teacher])["result"]
         if result["ok"]:
             self.wait_state("recording")
-            time.sleep(seconds)
+            time.sleep(seconds)  # the lesson's length: nothing to wait for
             self.control("press")
             self.wait_state("idle")
         return result
@@ -248,18 +259,55 @@ class RunningUnit:
 
     def kill(self) -> None:
         """SIGKILL: a power cut, as far as the daemon can tell."""
+        self._killed = True
         self.proc.kill()
         self.proc.wait()
 
     def terminate(self, timeout: float = 15.0) -> int:
+        """SIGTERM, as systemd stops the unit; returns the exit status (SIGKILL after
+        `timeout`)."""
         if self._client is not None:
             self._client.close()
             self._client = None
         if self.proc.poll() is None:
+            self._sigterm_sent = True
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                self._forced = True
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+    def check_exit(self) -> None:
+        """Raise `DaemonExitError` unless the daemon was killed on purpose (`kill`) or exited
+        with 0 when it was asked to stop."""
+        if self._killed:
+            return
+        status = self.proc.returncode
+        if not self._sigterm_sent:
+            why = f"the daemon exited by itself, with status {_status(status)}"
+        elif self._forced:
+            why = "the daemon was still running long after SIGTERM and had to be SIGKILLed"
+        elif status != 0:
+            why = f"the daemon exited with status {_status(status)} on SIGTERM"
+        else:
+            return
+        raise DaemonExitError(f"{why}; the end of its log:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last `lines` lines this daemon process wrote to the lab's log."""
+        try:
+            with open(self.lab.log_path, "rb") as f:
+                f.seek(self._log_offset)
+                text = f.read().decode(errors="replace")
+        except OSError as e:
+            return f"(cannot read {self.lab.log_path}: {e})"
+        return "\n".join(text.splitlines()[-lines:]) or "(nothing)"
+
+
+def _status(returncode: int) -> str:
+    if returncode < 0:
+        return f"{returncode} (killed by {signal.Signals(-returncode).name})"
+    return str(returncode)

@@ -326,6 +326,15 @@ def test_a_certificate_without_a_role_may_do_nothing(server, device, certs):
     assert nobody.request("GET", address()).status_code == 403
 
 
+def _listening(server) -> bool:
+    """Whether the server's port accepts a TCP connection (the handshake is not attempted)."""
+    try:
+        socket.create_connection((server.host, server.port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 def _eventually(check, seconds: float = 2.0):
     deadline = time.monotonic() + seconds
     while not (result := check()) and time.monotonic() < deadline:
@@ -503,7 +512,7 @@ def test_refuse_closes_the_port_and_clear_opens_it_again(server, device):
     server.faults.set("refuse", seconds=0.3)
     with pytest.raises(requests.exceptions.ConnectionError):
         device.put(address(name="seg-000003.ts.age"), data)
-    time.sleep(0.6)
+    assert _eventually(lambda: _listening(server), seconds=5)  # by itself, after 0.3 s
     assert device.put(address(name="seg-000003.ts.age"), data).status_code == 201
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -19,6 +18,15 @@ from tests.media import (decode_segments, identity, looks_like_plaintext_media,
 
 def _frames(events) -> list[int]:
     return [e["n"] for e in events if e["ev"] == "frame"]
+
+
+def _wait_sealed(lab, segments: int = 1, timeout: float = 20.0) -> None:
+    """Until the recording has sealed `segments` segments: something the fault must not lose."""
+    deadline = time.monotonic() + timeout
+    while not any(len(list(rec.glob("seg-*.ts.age"))) >= segments
+                  for rec in recording_dirs(lab)):
+        assert time.monotonic() < deadline, f"no {segments} sealed segment(s) after {timeout} s"
+        time.sleep(0.05)
 
 
 def test_segments_hold_every_frame_once_and_decrypt_with_the_age_cli(unit, lab):
@@ -55,43 +63,64 @@ def test_segments_hold_every_frame_once_and_decrypt_with_the_age_cli(unit, lab):
     assert check_all(events) == []
 
 
-def test_no_plaintext_media_reaches_any_disk_during_or_after_recording(unit, lab):
+# Four MPEG-TS packets in a row: what a segment written in the clear would start with.
+PLAINTEXT_TS = (b"\x47\x40\x00\x10" + b"\xff" * 184) * 4
+
+
+def test_no_plaintext_media_reaches_the_units_directories_during_or_after_recording(
+        lab, monkeypatch):
+    """Every place this daemon writes is under `lab.root`: its state (the spool), runtime dir,
+    timeline and log by configuration, and here its TMPDIR and working directory too. Those are
+    scanned while it records and after; nothing else on the machine is (other tests' files are
+    not this recording's)."""
+    tmp, cwd = lab.root / "tmp", lab.root / "cwd"
+    tmp.mkdir()
+    cwd.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.chdir(cwd)
     started = time.time()
-    places = [lab.root, Path(tempfile.gettempdir())]
     found: list[str] = []
     scanned = set()
 
     def scan() -> None:
-        for place in places:
-            for dirpath, _, files in os.walk(place):
-                for name in files:
-                    path = Path(dirpath, name)
-                    try:
-                        if path.stat().st_mtime < started - 1 or path.is_socket():
-                            continue
-                        data = path.read_bytes()
-                    except OSError:
-                        continue  # renamed or removed while we looked
-                    scanned.add(path)
-                    if why := looks_like_plaintext_media(data):
-                        found.append(f"{path}: {why}")
+        for dirpath, _, files in os.walk(lab.root):
+            for name in files:
+                path = Path(dirpath, name)
+                try:
+                    if path.stat().st_mtime < started - 1 or path.is_socket():
+                        continue
+                    data = path.read_bytes()
+                except OSError:
+                    continue  # renamed or removed while we looked
+                scanned.add(path)
+                if why := looks_like_plaintext_media(data):
+                    found.append(f"{path}: {why}")
 
     stop = threading.Event()
 
     def keep_scanning() -> None:
         while not stop.is_set():
             scan()
-            time.sleep(0.05)
+            stop.wait(0.05)  # the scan's period: a segment lives for about a second
 
-    scanner = threading.Thread(target=keep_scanning)
-    scanner.start()
-    try:
-        assert unit.lesson("t-evans", seconds=2.5)["ok"]
-    finally:
-        stop.set()
-        scanner.join()
+    canary = tmp / "canary.ts"
+    with lab.daemon() as unit:
+        scanner = threading.Thread(target=keep_scanning)
+        scanner.start()
+        try:
+            # The scan can fail: a plaintext segment in the daemon's TMPDIR, for a moment.
+            canary.write_bytes(PLAINTEXT_TS)
+            deadline = time.monotonic() + 10
+            while not any(f.startswith(f"{canary}: ") for f in found):
+                assert time.monotonic() < deadline, "the scan did not see a plaintext TS file"
+                time.sleep(0.02)
+            canary.unlink()
+            assert unit.lesson("t-evans", seconds=2.5)["ok"]
+        finally:
+            stop.set()
+            scanner.join()
     scan()
-    assert found == []
+    assert [f for f in found if not f.startswith(f"{canary}: ")] == []
     sealed = [p for p in scanned if p.name.endswith(".ts.age")]
     partial = [p for p in scanned if p.name.endswith(".partial")]
     assert sealed and partial  # the scan did see segments while they were being written
@@ -102,7 +131,7 @@ def test_camera_stall_stops_cleanly_with_everything_before_it_sealed(unit, lab):
     unit.wait_state("armed")
     unit.control("pin", teacher="t-evans", pin="4321")
     unit.wait_state("recording")
-    time.sleep(1.5)
+    _wait_sealed(lab)
     unit.control("fault", name="camera_stall", on=True)
     unit.wait_state("idle", timeout=10)
     assert unit.control("status")["fault"] == "capture"
@@ -124,7 +153,7 @@ def test_microphone_failure_stops_cleanly(unit, lab):
     unit.wait_state("armed")
     unit.control("pin", teacher="t-evans", pin="4321")
     unit.wait_state("recording")
-    time.sleep(1.2)
+    _wait_sealed(lab)
     unit.control("fault", name="microphone_error", on=True)
     unit.wait_state("idle", timeout=10)
     (rec,) = recording_dirs(lab)
@@ -139,7 +168,7 @@ def test_full_disk_stops_recording_before_a_segment_is_lost(unit, lab):
     unit.wait_state("armed")
     unit.control("pin", teacher="t-evans", pin="4321")
     unit.wait_state("recording")
-    time.sleep(1.5)
+    _wait_sealed(lab)
     unit.control("fault", name="disk_full", on=True)
     unit.wait_state("idle", timeout=10)
     events = lab.timeline()

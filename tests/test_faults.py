@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from hwsim.invariants import check_all, device_intervals, led_intervals
+from led_indicator.patterns import MAGENTA, OFF, Colour
 from tests.media import spool_contents
 
 
@@ -14,12 +15,36 @@ def _start(unit):
     return unit.control("pin", teacher="t-evans", pin="4321")["result"]
 
 
-def _status_colour(events):
-    last = {}
-    for e in events:
-        if e["ev"] == "pin" and e["name"].startswith("status_"):
-            last[e["name"]] = e["t"], e["value"]
-    return last
+STATUS_PINS = ("status_red", "status_green", "status_blue")
+BURST_S = 0.02  # gpiozero sets an RGB LED's three pins one after another, microseconds apart
+
+
+def _status_colours(events: list[dict]) -> list[tuple[int, Colour]]:
+    """The status LED's colour after each change, as (index in `events` of the change's last pin
+    event, (red, green, blue)). Pin events closer than `BURST_S` are one change of colour, so
+    the halfway colours between two pins being set do not count."""
+    level = dict.fromkeys(STATUS_PINS, 0.0)
+    colours: list[tuple[int, Colour]] = []
+    last_t = None
+    for i, e in enumerate(events):
+        if e["ev"] != "pin" or e["name"] not in STATUS_PINS:
+            continue
+        level[e["name"]] = e["value"]
+        colour = tuple(level[name] for name in STATUS_PINS)
+        if last_t is not None and e["t"] - last_t < BURST_S:
+            colours[-1] = (i, colour)
+        else:
+            colours.append((i, colour))
+        last_t = e["t"]
+    return colours
+
+
+def _wait_for(condition, timeout: float = 5.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+    return result
 
 
 def test_led_that_cannot_be_lit_means_no_capture(unit, lab):
@@ -32,10 +57,14 @@ def test_led_that_cannot_be_lit_means_no_capture(unit, lab):
     assert device_intervals(events) == []
     assert not any(e["ev"] == "notice" and e["label"] == "start" for e in events)
     unit.wait_journal("fault: led: recording LED cannot be driven")
-    # The status light blinks magenta (red and blue, no green) for a fault.
-    time.sleep(0.6)
-    names = {e["name"] for e in lab.timeline()[len(events):] if e["ev"] == "pin"}
-    assert names <= {"status_red", "status_blue", "status_green"} and "status_red" in names
+    # The status light blinks magenta (red and blue together, never green) for a fault: from
+    # here on it shows only magenta and dark, switching between them.
+    def two_blinks() -> list[Colour] | None:
+        colours = [c for i, c in _status_colours(lab.timeline()) if i >= len(events)]
+        return colours if len(colours) >= 4 else None
+    seen = _wait_for(two_blinks, 5.0, "the status light to blink twice")
+    assert set(seen) == {MAGENTA, OFF}, seen
+    assert all(a != b for a, b in zip(seen, seen[1:])), seen  # each change is a blink
 
 
 def test_led_failing_mid_recording_stops_capture(unit, lab):

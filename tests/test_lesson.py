@@ -46,8 +46,11 @@ def test_stop_while_starting_cuts_the_notice_and_never_opens(lab):
         unit.wait_state("armed")
         assert unit.control("pin", teacher="t-evans", pin="4321")["result"]["ok"]
         unit.wait_state("starting")
-        time.sleep(0.3)
-        pressed = time.monotonic()
+        deadline = time.monotonic() + 10
+        while not any(e["ev"] == "notice" and e["label"] == "start" for e in lab.timeline()):
+            assert time.monotonic() < deadline, "the start notice did not begin"
+            time.sleep(0.01)
+        pressed = time.monotonic()  # while the notice plays
         unit.control("press")
         unit.wait_state("idle", timeout=5)
         assert time.monotonic() - pressed < 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import pyrage
 import pytest
@@ -161,14 +162,26 @@ def test_the_last_recording_is_the_newest_made_even_after_it_left(spool, identit
 
 
 def test_discard_overwrites_and_removes_everything_and_reports_what_was_uploaded(spool,
-                                                                                   identity):
+                                                                                   identity,
+                                                                                   tmp_path):
     rec = spool.new_recording("t-evans", str(identity.to_public()))
     for i in (1, 2):
         spool.add(rec, segment_file(i), seal(rec, i, bytes([i]) * 1000))
     spool.confirm(spool.next_sealed(), hashlib.sha256(b"\x01" * 1000).hexdigest())
+    # A second name for each file still here: after the discard it shows what became of the
+    # bytes themselves, not only of the file's name.
+    witnesses = {}
+    for path in sorted(p for p in rec.path.rglob("*") if p.is_file()):
+        witness = tmp_path / f"witness-{len(witnesses)}"
+        os.link(path, witness)
+        witnesses[path.name] = (witness, path.stat().st_size)
+    assert segment_file(2) in witnesses and "recording.json" in witnesses
     assert spool.discard(rec.recording_id) == 1
     assert not rec.path.exists() and spool.files() == []
     assert list(spool.directory.glob(".discard-*")) == []
+    # Overwritten in place, every byte, before it was deleted.
+    for name, (witness, size) in witnesses.items():
+        assert size > 0 and witness.read_bytes() == b"\0" * size, name
 
 
 def test_a_removal_cut_off_after_its_rename_is_finished_and_nothing_of_it_is_sent(spool, identity,

@@ -86,7 +86,9 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def armed_unit(lab_template):
-    """One daemon for the whole table; each case arms it if it is not armed."""
+    """One daemon for the whole table (starting one per case would take minutes); each case
+    arms it if it is not armed, and reads only the journal and timeline written since it began
+    (`Since`), so what an earlier case wrote cannot make a later one pass."""
     root = Path(tempfile.mkdtemp(prefix="cc-"))
     lab = lab_template.copy(root)
     with lab.daemon() as unit:
@@ -94,6 +96,52 @@ def armed_unit(lab_template):
         yield lab, unit, pad
         pad.close()
     shutil.rmtree(root, ignore_errors=True)
+
+
+class Since:
+    """The journal lines and timeline events a lab's daemon wrote after this was made."""
+
+    def __init__(self, lab):
+        self._lab = lab
+        # Journal lines wait for the health tick (P9): first let every refusal an earlier case
+        # caused reach the journal, so none of them lands in this case's slice.
+        _wait_until(lambda: _journal_refusals(lab) == _timeline_refusals(lab),
+                    "earlier refusals to reach the journal")
+        self._journal_at = lab.log_path.stat().st_size
+        self._events_at = len(lab.timeline())
+
+    def journal_lines(self) -> list[str]:
+        with open(self._lab.log_path, "rb") as f:
+            f.seek(self._journal_at)
+            return f.read().decode(errors="replace").splitlines()
+
+    def refusals(self, at_least: int) -> list[str]:
+        """The journal's "token refused" lines since, each from that phrase on, once there are
+        `at_least` of them (they are written on the health tick)."""
+        def lines() -> list[str]:
+            return [line[line.index("token refused"):] for line in self.journal_lines()
+                    if "token refused" in line]
+        _wait_until(lambda: len(lines()) >= at_least, f"{at_least} refusal line(s)")
+        return lines()
+
+    def events(self) -> list[dict]:
+        return self._lab.timeline()[self._events_at:]
+
+
+def _journal_refusals(lab) -> int:
+    return lab.journal().count("token refused")
+
+
+def _timeline_refusals(lab) -> int:
+    return sum(1 for e in lab.timeline() if e["ev"] == "token" and not e["ok"])
+
+
+def _wait_until(condition, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
 
 
 def _arm(unit, pad) -> str:
@@ -109,11 +157,16 @@ def test_bad_token_is_refused_with_its_reason(armed_unit, case):
     lab, unit, pad = armed_unit
     make, reason = CASES[case]
     nonce = _arm(unit, pad)
+    since = Since(lab)
     result = pad.token(make(lab, nonce))
     assert result == {"type": "result", "ok": False, "reason": reason}
     assert unit.state() == "armed"
-    assert device_intervals(lab.timeline()) == []
-    unit.wait_journal(f"token refused: {reason}")
+    assert device_intervals(since.events()) == []
+    assert [(e["ok"], e["reason"]) for e in since.events() if e["ev"] == "token"] == [
+        (False, reason)]
+    # This token's own line: one refusal, with its reason (journal lines wait for the health
+    # tick, P9).
+    assert since.refusals(1) == [f"token refused: {reason}"]
 
 
 def test_not_armed(armed_unit):
@@ -121,9 +174,11 @@ def test_not_armed(armed_unit):
     if unit.state() == "armed":
         unit.control("press")
     unit.wait_state("idle")
+    since = Since(lab)
     result = pad.token(teacher_token(lab, "t-evans", "never-issued"))
     assert result == {"type": "result", "ok": False, "reason": "not armed"}
-    assert device_intervals(lab.timeline()) == []
+    assert device_intervals(since.events()) == []
+    assert since.refusals(1) == ["token refused: not armed"]
 
 
 def test_token_for_a_challenge_that_timed_out_or_was_cancelled(armed_unit):
@@ -133,14 +188,17 @@ def test_token_for_a_challenge_that_timed_out_or_was_cancelled(armed_unit):
     unit.wait_state("idle")
     unit.control("press")
     unit.wait_state("armed")
+    since = Since(lab)
     result = pad.token(teacher_token(lab, "t-evans", nonce))
     assert result == {"type": "result", "ok": False, "reason": "expired challenge"}
-    assert device_intervals(lab.timeline()) == []
+    assert device_intervals(since.events()) == []
+    assert since.refusals(1) == ["token refused: expired challenge"]
 
 
 def test_replayed_after_a_successful_start(armed_unit):
     lab, unit, pad = armed_unit
     nonce = _arm(unit, pad)
+    since = Since(lab)
     token = teacher_token(lab, "t-evans", nonce)
     assert pad.token(token) == {"type": "result", "ok": True, "reason": "recording"}
     unit.wait_state("recording")
@@ -151,6 +209,7 @@ def test_replayed_after_a_successful_start(armed_unit):
     assert pad.token(token) == {"type": "result", "ok": False, "reason": "replayed"}
     unit.control("press")
     unit.wait_state("idle")
-    events = lab.timeline()
+    events = since.events()
     assert len(device_intervals(events)) == 2  # the one good start, camera and microphone
-    assert check_all(events) == []
+    assert check_all(lab.timeline()) == []
+    assert since.refusals(2) == ["token refused: replayed"] * 2

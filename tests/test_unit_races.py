@@ -11,10 +11,10 @@ from teacher_tools.keys import load_signing_key
 from appliance.notice import Notices, Sound
 from appliance.roster import Roster, TeacherCard
 from appliance.token import mint
-from appliance.unit import State, Unit
+from appliance.unit import Result, State, Unit
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hwsim.factory import make_sim_hardware
-from hwsim.invariants import check_all, device_intervals
+from hwsim.invariants import check_all, device_intervals, led_intervals
 from hwsim.lab import DEVICE_ID, PASSPHRASE
 from uploader.spool import Spool
 
@@ -41,27 +41,34 @@ def test_a_press_right_after_a_token_stops_the_recording_it_started(lab_template
     key = load_signing_key(files.signing_key, PASSPHRASE)
     card = TeacherCard.parse(files.card.read_bytes())
 
-    async def scenario(root: Path) -> tuple[State, list[dict]]:
+    async def scenario(root: Path) -> tuple[Result, State, list[dict], list]:
         unit, hw, spool = _unit(lab_template, root)
         try:
             await unit.press()
             token = mint(key, "t-evans", DEVICE_ID, unit.challenge, card.recipient)
             # The token and a second press arrive together; the loop runs them in this order.
-            await asyncio.gather(unit.present(token), unit.press())
-            for _ in range(200):  # let whatever was started finish stopping
-                if unit.state is State.IDLE:
-                    break
-                await asyncio.sleep(0.01)
-            await asyncio.sleep(0.3)
-            return unit.state, list(hw.parts.timeline.events)
+            accepted, _ = await asyncio.gather(unit.present(token), unit.press())
+            # A stop returns once the LED is off (P8): no waiting for the unit to settle.
+            return accepted, unit.state, list(hw.parts.timeline.events), spool.recordings()
         finally:
             await unit.shutdown()
             spool.close()
             hw.close()
 
     with tempfile.TemporaryDirectory(prefix="cc-") as root:
-        state, events = asyncio.run(scenario(Path(root)))
-    # Whichever way the race went, the press won: nothing is left recording.
+        accepted, state, events, left = asyncio.run(scenario(Path(root)))
+    # The token started a recording session: accepted, then the LED lit for it...
+    assert accepted == Result(True, "recording")
+    token = next(i for i, e in enumerate(events) if e["ev"] == "token")
+    assert events[token]["ok"] is True
+    # ...and the press that came with it was taken as a stop of that session, not lost.
+    presses = [e for e in events[token:] if e["ev"] == "press"]
+    assert [p["state"] for p in presses] == ["starting"]
+    assert [e["why"] for e in events if e["ev"] == "stop_requested"] == ["stop pressed"]
+    (on, off), = led_intervals(events)
+    assert events[token]["t"] < on < off < float("inf")
+    # Nothing is left recording, and nothing was captured, so nothing is kept.
     assert state is State.IDLE
     assert all(closed != float("inf") for _, _, closed in device_intervals(events))
+    assert left == []
     assert check_all(events) == []

@@ -38,6 +38,14 @@ def delivered(lab, server, teacher: str = TEACHER) -> dict[str, list[int]]:
     return counters
 
 
+def wait_for(condition, what: str, timeout: float = 30.0) -> None:
+    """Until `condition()` is true; fails saying `what` did not happen."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
 def frames(events) -> int:
     return sum(1 for e in events if e["ev"] == "frame")
 
@@ -58,7 +66,7 @@ def test_a_lesson_goes_to_the_teachers_account_during_recording_and_the_teacher_
             assert time.monotonic() < deadline, "nothing uploaded during the lesson"
             time.sleep(0.05)
         assert unit.state() == "recording"
-        time.sleep(2.0)
+        time.sleep(2.0)  # the lesson goes on, uploading as it records: its length, not a wait
         unit.control("press")
         unit.wait_state("idle")
         unit.wait_uploaded()
@@ -101,10 +109,10 @@ def test_a_server_down_for_the_whole_lesson_loses_nothing_and_everything_goes_wh
     with lab.account() as server, lab.daemon() as unit:
         server.faults.set("refuse")
         assert unit.lesson(TEACHER, seconds=2.5)["ok"]
-        time.sleep(1.5)  # a few retries
+        wait_for(lambda: unit.control("status")["light"] == "upload_retrying"
+                 and "fault: upload: cannot reach the server" in lab.journal(),
+                 "the unit to show that uploads are failing")
         assert len(lab.spooled()) == 1 and server.stored(TEACHER) == {}
-        assert unit.control("status")["light"] == "upload_retrying"
-        assert "fault: upload: cannot reach the server" in lab.journal()
         server.faults.clear("refuse")
         unit.wait_uploaded(30)
         counters = delivered(lab, server)
@@ -174,7 +182,7 @@ def test_a_file_the_server_refuses_is_kept_and_not_hammered(lab):
         while len(server.stored(TEACHER).get(recording.name, {})) < 3:
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        time.sleep(1.0)
+        time.sleep(1.0)  # a second of nothing happening: the refused file must not be resent
         assert rotten.exists()  # never deleted: the server did not confirm it
         attempts = [r for r in puts(server) if r["path"].endswith(rotten.name)]
         assert [r["status"] for r in attempts] == [422]  # a 4xx is not retried (until hold_s)
@@ -187,7 +195,8 @@ def test_a_server_certificate_from_another_ca_is_refused_and_nothing_is_sent(lab
     stranger = TestPki.create(tmp_path / "other-ca")
     with lab.account(ca_bundle=str(stranger.ca_cert)) as server, lab.daemon() as unit:
         assert unit.lesson(TEACHER, seconds=1.2)["ok"]
-        time.sleep(1.5)
+        wait_for(lambda: "fault: upload: TLS: " in lab.journal(),
+                 "the unit to refuse the server's certificate")
         assert server.stored(TEACHER) == {} and server.requests_log == []
         assert len(lab.spooled()) == 1
     assert "fault: upload: TLS: " in lab.journal() and "CERTIFICATE_VERIFY_FAILED" in lab.journal()
@@ -270,7 +279,10 @@ def test_discard_is_of_the_last_recording_made_and_says_what_already_reached_the
             assert time.monotonic() < deadline + 30
             time.sleep(0.05)
         server.faults.set("refuse")
-        time.sleep(0.5)
+        (newest,) = [r for r in lab.spooled() if r != older]
+        wait_for(lambda: {p.name for p in newest.glob("seg-*.ts.age")}
+                 - set(server.stored(TEACHER).get(newest.name, {})),
+                 "a segment sealed while the server refuses")
         unit.control("press")
         unit.wait_state("idle")
         unit.control("press")
@@ -289,7 +301,7 @@ def test_sigterm_while_a_send_hangs_exits_promptly_and_the_file_goes_after_the_r
         with lab.daemon() as unit:
             server.faults.set("stall", seconds=20)  # every request hangs, well inside the timeout
             assert unit.lesson(TEACHER, seconds=1.2)["ok"]
-            time.sleep(0.5)
+            wait_for(lambda: server._open_connections(), "a send to hang")  # sim's own count
             asked = time.monotonic()
             assert unit.terminate() == 0
             assert time.monotonic() - asked < 6  # not held up by the hung request
