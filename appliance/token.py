@@ -95,7 +95,7 @@ class TokenVerifier:
         if header.get("alg") not in ALGORITHMS:
             raise TokenRejected(Reason.BAD_ALGORITHM, f"alg {header.get('alg')!r:.40}")
         teacher_id = header.get("kid")
-        if not is_teacher_id(teacher_id):
+        if not isinstance(teacher_id, str) or not is_teacher_id(teacher_id):
             raise TokenRejected(Reason.MALFORMED, "kid is not a teacher id")
         card = self._roster.get(teacher_id)
         if card is None:
@@ -181,7 +181,8 @@ class Challenges:
             raise TokenRejected(Reason.EXPIRED_CHALLENGE, "that challenge has ended")
         if not armed:
             raise TokenRejected(Reason.NOT_ARMED)
-        if self.current is None or not secrets.compare_digest(nonce.encode(), self._current[0].encode()):
+        current = self.current
+        if current is None or not secrets.compare_digest(nonce.encode(), current.encode()):
             raise TokenRejected(Reason.EXPIRED_CHALLENGE, "not the current challenge")
         _remember(self._used, nonce, self._remember)
         self._current = None

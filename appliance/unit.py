@@ -192,7 +192,8 @@ class Unit:
     def room(self) -> int:
         """Bytes the spool may still grow by: the disk's free space or what is left of the
         spool's quota, whichever is less."""
-        quota_left = self.config.spool.quota_mb * MB - self._spool.used_bytes()
+        # The quota is a float in the config: whole bytes here, so the fault says "12 MB".
+        quota_left = int(self.config.spool.quota_mb * MB) - self._spool.used_bytes()
         return min(self._hw.free_bytes(self._spool.directory), quota_left)
 
     async def shutdown(self) -> None:
@@ -217,6 +218,7 @@ class Unit:
         try:
             self.fault = None
             await asyncio.to_thread(self._guard.light)
+            assert self._notices is not None, "present() starts no session without notices"
             if not await self._speak(self._notices.start, cancellable=True):
                 return
             # Fsyncs and a synchronous SQLite commit: off the loop, so a stop pressed meanwhile
@@ -354,6 +356,7 @@ class Unit:
         must not tell them whether, or that, someone recorded (P9)."""
         made, latest = self._spool.newest()  # no await before leaving ARMED (see present)
         self._set_state(State.IDLE)
+        maker: str | None
         if latest is not None:
             maker = latest.teacher_id
         else:
@@ -385,6 +388,7 @@ class Unit:
         self._set_fault("storage", f"only {max(room, 0) // MB} MB of room for recordings; "
                                    "a new one cannot start until uploads make room")
         self._hw.trace("refused", why="storage full")
+        assert self._notices is not None, "present() refuses without notices before this"
         try:
             await self._speak(self._notices.full, cancellable=False)
         except NoticeUnavailable as e:

@@ -86,11 +86,12 @@ class SoundDeviceMicrophone:
         self._held, self._lost = [], False
         try:
             import sounddevice
-            self._stream = sounddevice.InputStream(samplerate=self._rate, channels=1,
-                                                   dtype="float32", device=self._device,
-                                                   blocksize=self._rate // BLOCKS_PER_SECOND,
-                                                   callback=self._heard)
-            self._stream.start()
+            stream = sounddevice.InputStream(samplerate=self._rate, channels=1,
+                                             dtype="float32", device=self._device,
+                                             blocksize=self._rate // BLOCKS_PER_SECOND,
+                                             callback=self._heard)
+            self._stream = stream  # before start(): close() closes it if starting fails
+            stream.start()
         except Exception as e:
             raise CaptureError(f"microphone: {e}") from e
 

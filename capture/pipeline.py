@@ -305,7 +305,7 @@ class Segmenter:
 
     def route(self, packet: av.Packet, video: bool) -> None:
         """Send `packet` to the current segment, starting a new one on a due keyframe."""
-        if packet.dts is None:  # dropping it would drop a frame or samples without a trace
+        if packet.dts is None or packet.pts is None:  # dropping it would lose a frame or samples
             raise CaptureError("encoder gave a packet without a timestamp")
         if video and packet.is_keyframe and (
                 self._current is None
@@ -354,6 +354,7 @@ class Segmenter:
         # The segment stays current until it has its name: if finishing it fails, abort()
         # still ends its encryptor thread and pipe and deletes its partial ciphertext.
         segment = self._current
+        assert segment is not None, "_seal is called only with a current segment"
         entry = segment.finish()
         sidecar = self._directory / sidecar_file(entry.index)
         with self._sealing:
@@ -391,6 +392,7 @@ class _Segment:
         self._audio = self._container.add_stream("aac", rate=s.audio_rate, layout="mono")
 
     def mux(self, packet: av.Packet, video: bool) -> None:
+        assert packet.pts is not None and packet.dts is not None, "route() refused it otherwise"
         if video:
             self.last_frame = max(self.last_frame, packet.pts)
         offset = int(TIMELINE_START / packet.time_base)

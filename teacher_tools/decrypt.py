@@ -122,8 +122,8 @@ def check_segments(directory: Path, entries: list[SegmentEntry]) -> list[str]:
     listed = {e.file for e in entries}
     index_of_hash = {e.sha256: e.index for e in entries}
     copies: dict[str, int] = {}
-    for digest in present.values():
-        copies[digest] = copies.get(digest, 0) + 1
+    for found in present.values():
+        copies[found] = copies.get(found, 0) + 1
     problems = []
     for e in entries:
         digest = present.get(e.file)
@@ -199,7 +199,7 @@ def _join(directory: Path, entries: list[SegmentEntry], identity: pyrage.x25519.
             streams = None
             for entry in entries:
                 plain = pyrage.decrypt((directory / entry.file).read_bytes(), [identity])
-                with av.open(io.BytesIO(plain), format="mpegts") as segment:
+                with av.open(io.BytesIO(plain), "r", format="mpegts") as segment:
                     video, audio = segment.streams.video[0], segment.streams.audio[0]
                     if streams is None:
                         streams = {video.index: out.add_stream_from_template(video),
@@ -208,6 +208,9 @@ def _join(directory: Path, entries: list[SegmentEntry], identity: pyrage.x25519.
                     for packet in segment.demux(video, audio):
                         if packet.dts is None:  # the demuxer's end-of-stream marker
                             continue
+                        if packet.pts is None:  # a refusal with its reason, not a TypeError
+                            raise RecordingRefused([f"{entry.file} holds a packet without a "
+                                                    "presentation time"])
                         if packet.stream.index == video.index:
                             in_segment += 1
                             if first_pts is None:

@@ -162,14 +162,16 @@ class UploadClient:
                                                  timeout=self._timeout, verify=self._verify,
                                                  allow_redirects=False)
             else:
-                with open(target.path, "rb") as f:
+                try:
+                    f = open(target.path, "rb")
+                except FileNotFoundError:  # only the segment's own file means it is gone
+                    raise Gone(f"{target.name} is no longer on the unit") from None
+                with f:
                     f.seek(offset)
                     body = _FileSlice(f, length, self._pace, sending)
                     response = self._session.request(method, url, data=body, headers=headers,
                                                      timeout=self._timeout, verify=self._verify,
                                                      allow_redirects=False)
-        except FileNotFoundError:
-            raise Gone(f"{target.name} is no longer on the unit") from None
         except _Cancelled:
             raise Gone("the send was cancelled") from None
         except requests.exceptions.SSLError as e:
