@@ -1,6 +1,6 @@
 """The `classcam` command.
 
-On the unit (IT):      classcam run | check-config | roster add|list|remove | led-off
+On the unit (IT):      classcam run | check-config | doctor | roster add|list|remove | led-off
 On the teacher's PC:   classcam keys new | keys show | account ls|get|rm | decrypt
 On the unit (teacher): classcam keys device   (the fingerprint manifests are checked against)
 For pads and tests:    classcam token mint
@@ -46,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate the configuration and exit")
     _config_arg(check)
     check.set_defaults(func=_check_config)
+
+    doctor = sub.add_parser("doctor", help="say what this unit still needs before it can run")
+    _config_arg(doctor)
+    doctor.set_defaults(func=_doctor)
 
     keys = sub.add_parser("keys", help="the teacher's own keys (run on the teacher's computer)")
     ksub = keys.add_subparsers(required=True, metavar="ACTION")
@@ -145,6 +149,11 @@ def _check_config(args) -> int:
     config = _config(args)
     print(f"{args.config}: ok (device {config.device.id})")
     return 0
+
+
+def _doctor(args) -> int:
+    from appliance.doctor import main as doctor
+    return doctor(args.config)
 
 
 def _keys_new(args) -> int:
