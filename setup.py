@@ -21,7 +21,10 @@ setup(
         "tenacity>=8.2",
     ],
     extras_require={
-        "pi": ["sounddevice>=0.4", "opencv-python-headless>=4.8"],
+        # OpenCV is not here: no Pi backend reads a camera through it (capture/opencv.py serves
+        # the simulator's video files and tests), and its wheel would add 75 MB, a second
+        # FFmpeg and an OpenSSL 1.1 to the Debian package.
+        "pi": ["sounddevice>=0.4"],
         "sim": ["sounddevice>=0.4", "tomli-w>=1.0", "opencv-python-headless>=4.8"],
         "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6"],
     },
