@@ -35,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -93,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     fetch = sub.add_parser("fetch", help="download the locked wheels for ARCH into the cache")
     fetch.add_argument("--arch", choices=MACHINES, required=True)
     fetch.add_argument("--cache", type=Path, default=default_cache())
-    fetch.set_defaults(func=lambda a: fetch_wheels(a.arch, a.cache))
+    fetch.add_argument("--offline", action="store_true", help="only check the cache has them all")
+    fetch.set_defaults(func=lambda a: fetch_wheels(a.arch, a.cache, a.offline))
     venv = sub.add_parser("venv", help="assemble /usr/lib/classcam for ARCH under DEST (offline)")
     venv.add_argument("--arch", choices=MACHINES, required=True)
     venv.add_argument("--dest", type=Path, required=True, help="the package's root, e.g. debian/classcam")
@@ -186,12 +186,20 @@ def vendored_requirements(local_wheels: list[Path], arch: str) -> list[str]:
 # -- fetch -----------------------------------------------------------------------------------
 
 
-def fetch_wheels(arch: str, cache: Path) -> None:
-    """Download every locked wheel for `arch` (hash-checked; already cached ones are kept)."""
+def fetch_wheels(arch: str, cache: Path, offline: bool = False) -> None:
+    """Make sure every locked wheel for `arch` is in the cache, hash-checked: from the cache
+    alone if it has them all, else from PyPI (unless `offline`)."""
     into = cache / arch
     into.mkdir(parents=True, exist_ok=True)
-    _pip("download", "-q", "--no-deps", "--require-hashes", *_platform_args(arch), "-d", str(into),
-         "-r", str(LOCK))
+    args = ["download", "-q", "--no-deps", "--require-hashes", *_platform_args(arch),
+            "-d", str(into), "-r", str(LOCK)]
+    try:
+        _pip(*args, "--find-links", str(into), offline=True, quiet=True)
+        return
+    except PackagingError:
+        if offline:
+            raise PackagingError(f"{into} lacks some of the locked wheels") from None
+    _pip(*args)
 
 
 # -- venv ------------------------------------------------------------------------------------
@@ -465,16 +473,16 @@ def _platform_args(arch: str) -> list[str]:
     return args
 
 
-def _pip(*args: str, offline: bool = False) -> None:
+def _pip(*args: str, offline: bool = False, quiet: bool = False) -> None:
     """Run this Python's pip, ignoring the machine's pip configuration (a build must not depend
-    on it); downloads have a timeout and a couple of retries."""
+    on it); downloads have a timeout and a couple of retries. `quiet`: no output at all."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
     env["PIP_CONFIG_FILE"] = os.devnull
     cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input",
            "--timeout", str(NETWORK_TIMEOUT_S), "--retries", "2", *args]
     if offline:
         env["PIP_NO_INDEX"] = "1"
-    result = subprocess.run(cmd, env=env)
+    result = subprocess.run(cmd, env=env, capture_output=quiet)
     if result.returncode != 0:
         where = "" if offline else "; it needs https://pypi.org"
         raise PackagingError(f"pip {args[0]} failed (its reasons are above{where})")
