@@ -131,8 +131,17 @@ def repo(workdir, deb_amd64, deb_arm64) -> "AptRepo":
     return repo
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """What a simulated classroom made: two sealed recordings, and the teacher's card."""
+
+    first: Path
+    second: Path
+    card: Path
+
+
 @pytest.fixture(scope="module")
-def recordings(workdir) -> list[Path]:
+def recordings(workdir) -> Recorded:
     """Two recordings of a simulated lesson, sealed by the real capture chain on this machine:
     what a unit's spool holds while its uploads wait."""
     lab = Lab.create(workdir / "lab", teachers={TEACHER: "4321"})
@@ -142,8 +151,7 @@ def recordings(workdir) -> list[Path]:
     made = lab.spooled()
     assert len(made) == 2 and all(len(list(r.glob("seg-*.ts.age"))) >= 1 and
                                   (r / "manifest.age").exists() for r in made), made
-    made.append(lab.key_files(TEACHER).card)  # the teacher's card, for IT to enrol
-    return made
+    return Recorded(made[0], made[1], lab.key_files(TEACHER).card)
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +184,7 @@ def test_apt_refuses_the_repository_signed_with_another_key(unit):
     assert "NO_PUBKEY" in refused.stdout and "is not signed" in refused.stdout, refused.stdout
 
 
-def test_apt_installs_classcam_by_name_from_the_signed_repository(unit):
+def test_apt_installs_classcam_by_name_and_an_unconfigured_unit_stays_disabled(unit):
     unit.reach("installed")
     out = unit.log["install"].stdout
     assert f"Setting up classcam ({_version()})" in out, out
@@ -190,7 +198,7 @@ def test_apt_installs_classcam_by_name_from_the_signed_repository(unit):
     assert not unit.root.file(WANTS).is_symlink()
 
 
-def test_installed_files_are_the_trees_own(unit):
+def test_installed_files_are_the_trees_own_and_the_simulator_is_not_among_them(unit):
     unit.reach("installed")
     root = unit.root
     for tree_file, installed in (("systemd/classcam.service", UNIT),
@@ -400,7 +408,7 @@ class Unit:
     root: "Root"
     repo: "AptRepo"
     deb_upgrade: Path
-    recordings: list[Path]
+    recorded: Recorded
     server: AccountServer
     pki: TestPki
     device: object
@@ -415,15 +423,15 @@ class Unit:
 
     @property
     def first(self) -> Path:
-        return self.recordings[0]
+        return self.recorded.first
 
     @property
     def second(self) -> Path:
-        return self.recordings[1]
+        return self.recorded.second
 
     @property
     def card(self) -> Path:
-        return self.recordings[2]
+        return self.recorded.card
 
     @property
     def spool(self) -> Path:
