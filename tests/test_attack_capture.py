@@ -573,16 +573,12 @@ def test_a_recording_stopped_for_lack_of_room_lets_go_of_its_recorder_in_the_uni
     import tempfile
 
     from appliance import unit as unit_module
-    from appliance.config import parse
     from teacher_tools.keys import load_signing_key
-    from appliance.notice import Notices, Sound
-    from appliance.roster import Roster, TeacherCard
+    from appliance.roster import TeacherCard
     from appliance.token import mint
-    from appliance.unit import State, Unit
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from hwsim.factory import make_sim_hardware
+    from appliance.unit import State
     from hwsim.lab import DEVICE_ID, PASSPHRASE
-    from uploader.spool import Spool
+    from tests.inprocess import sim_unit
 
     recorders: list[weakref.ref] = []
 
@@ -604,18 +600,7 @@ def test_a_recording_stopped_for_lack_of_room_lets_go_of_its_recorder_in_the_uni
         raise AssertionError("timed out")
 
     async def quota_stop(root: Path) -> str | None:
-        config = parse({
-            "device": {"id": DEVICE_ID, "roster_dir": str(lab_template.roster_dir),
-                       "state_dir": str(root / "var")},
-            "capture": {"width": 160, "height": 120, "segment_seconds": 1,
-                        "x264_preset": "ultrafast", "min_free_mb": 1},
-            "clock": {"synchronised": "yes"},
-            "sim": {"realtime": False, "speed": 100.0}})
-        hw = make_sim_hardware(config)
-        beep = Sound("notice", b"\0\0" * 800, 16000)
-        spool = Spool(root / "var" / "spool")
-        unit = Unit(config, Roster(config.device.roster_dir), spool, hw,
-                    Notices(beep, beep, beep, beep), Ed25519PrivateKey.generate(), lambda: True)
+        unit, hw, spool = sim_unit(lab_template, root)
         try:
             await unit.press()
             token = mint(key, "t-evans", DEVICE_ID, unit.challenge, card.recipient)

@@ -21,12 +21,11 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from appliance.config import load, parse
+from appliance.config import load
 from appliance.daemon import serve
 from teacher_tools.keys import load_signing_key
-from appliance.notice import Notices, Sound
 from appliance.recordings import finish, recover_interrupted
-from appliance.roster import Roster, TeacherCard
+from appliance.roster import TeacherCard
 from appliance.token import mint
 from appliance import unit as state_machine
 from appliance.unit import State, Unit
@@ -39,29 +38,13 @@ from led_indicator.patterns import Pattern
 from tests.media import identity
 from tests.test_systemd import _last
 from formats.durable import sha256_file
+from tests.inprocess import NOTICES, sim_unit
 from uploader.spool import FileState, Spool
 
 TEACHER = "t-evans"
-NOTICES = Notices(*(Sound(label, b"\0\0" * 800, 16000)
-                     for label in ("start", "stop", "discard", "full")))
 
 
 # -- the in-process unit ------------------------------------------------------------------------
-
-def _unit(lab_template, root: Path, spool: Spool | None = None) -> tuple[Unit, object, Spool]:
-    config = parse({
-        "device": {"id": DEVICE_ID, "roster_dir": str(lab_template.roster_dir),
-                   "state_dir": str(root / "var")},
-        "capture": {"width": 160, "height": 120, "segment_seconds": 1,
-                    "x264_preset": "ultrafast", "min_free_mb": 1},
-        "clock": {"synchronised": "yes"},
-        "sim": {"realtime": False, "speed": 100.0}})
-    hw = make_sim_hardware(config)
-    spool = spool or Spool(root / "var" / "spool")
-    unit = Unit(config, Roster(config.device.roster_dir), spool, hw,
-                NOTICES, Ed25519PrivateKey.generate(), lambda: True)
-    return unit, hw, spool
-
 
 def _token(lab_template, unit: Unit, teacher: str = TEACHER, act: str = "start") -> str:
     files = lab_template.key_files(teacher)
@@ -126,7 +109,7 @@ def _ended_idle_dark_and_showing(hw, unit: Unit, component: str) -> list[dict]:
 def test_a_manifest_that_cannot_be_queued_leaves_the_unit_idle_and_dark_showing_why(
         lab_template, caplog):
     async def scenario(root: Path) -> None:
-        unit, hw, spool = _unit(lab_template, root, ManifestCannotBeQueued(root / "var" / "spool"))
+        unit, hw, spool = sim_unit(lab_template, root, ManifestCannotBeQueued(root / "var" / "spool"))
         try:
             await _record_a_segment(lab_template, unit, spool)
             (recording,) = spool.recordings()
@@ -172,7 +155,7 @@ def test_a_manifest_that_cannot_be_queued_leaves_the_unit_idle_and_dark_showing_
 def test_a_recording_that_cannot_be_removed_still_leaves_the_unit_idle_and_dark(lab_template,
                                                                                  caplog):
     async def scenario(root: Path) -> None:
-        unit, hw, spool = _unit(lab_template, root, CannotForget(root / "var" / "spool"))
+        unit, hw, spool = sim_unit(lab_template, root, CannotForget(root / "var" / "spool"))
         try:
             hw.parts.faults.set("camera")  # nothing is captured, so the recording is removed
             await unit.press()
@@ -215,7 +198,7 @@ class WedgedManifest(Spool):
 def test_a_unit_wedged_in_stopping_is_not_healthy_beyond_its_bound(lab_template):
     async def scenario(root: Path) -> None:
         spool = WedgedManifest(root / "var" / "spool")
-        unit, hw, spool = _unit(lab_template, root, spool)
+        unit, hw, spool = sim_unit(lab_template, root, spool)
         try:
             now = time.monotonic()
             assert unit.healthy() and unit.healthy(now + 24 * 3600)  # idle: always
@@ -267,7 +250,7 @@ def test_a_stop_pressed_while_the_recording_is_being_created_is_heard_and_stops_
         lab_template):
     async def scenario(root: Path) -> None:
         spool = SlowToCreate(root / "var" / "spool")
-        unit, hw, spool = _unit(lab_template, root, spool)
+        unit, hw, spool = sim_unit(lab_template, root, spool)
         try:
             await unit.press()
             assert (await unit.present(_token(lab_template, unit))).ok
@@ -420,7 +403,7 @@ def test_the_unit_file_bounds_start_up():
 def test_a_stop_while_a_fault_ends_the_recording_leaves_the_fault_in_the_manifest(
         lab_template, fault, late_stop):
     async def scenario(root: Path) -> None:
-        unit, hw, spool = _unit(lab_template, root)
+        unit, hw, spool = sim_unit(lab_template, root)
         loop = asyncio.get_running_loop()
         stops: list[asyncio.Future] = []
         trace = hw.trace

@@ -6,34 +6,13 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from appliance.config import parse
 from teacher_tools.keys import load_signing_key
-from appliance.notice import Notices, Sound
-from appliance.roster import Roster, TeacherCard
+from appliance.roster import TeacherCard
 from appliance.token import mint
-from appliance.unit import Result, State, Unit
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hwsim.factory import make_sim_hardware
+from appliance.unit import Result, State
 from hwsim.invariants import check_all, device_intervals, led_intervals
 from hwsim.lab import DEVICE_ID, PASSPHRASE
-from uploader.spool import Spool
-
-
-def _unit(lab_template, root: Path):
-    config = parse({
-        "device": {"id": DEVICE_ID, "roster_dir": str(lab_template.roster_dir),
-                   "state_dir": str(root / "var")},
-        "capture": {"width": 160, "height": 120, "segment_seconds": 1,
-                    "x264_preset": "ultrafast", "min_free_mb": 1},
-        "clock": {"synchronised": "yes"},
-        "sim": {"realtime": False, "speed": 100.0}})
-    hw = make_sim_hardware(config)
-    beep = Sound("notice", b"\0\0" * 800, 16000)
-    notices = Notices(beep, beep, beep, beep)
-    spool = Spool(root / "var" / "spool")
-    unit = Unit(config, Roster(config.device.roster_dir), spool, hw, notices,
-                Ed25519PrivateKey.generate(), lambda: True)
-    return unit, hw, spool
+from tests.inprocess import sim_unit
 
 
 def test_a_press_right_after_a_token_stops_the_recording_it_started(lab_template):
@@ -42,7 +21,7 @@ def test_a_press_right_after_a_token_stops_the_recording_it_started(lab_template
     card = TeacherCard.parse(files.card.read_bytes())
 
     async def scenario(root: Path) -> tuple[Result, State, list[dict], list]:
-        unit, hw, spool = _unit(lab_template, root)
+        unit, hw, spool = sim_unit(lab_template, root)
         try:
             await unit.press()
             token = mint(key, "t-evans", DEVICE_ID, unit.challenge, card.recipient)
