@@ -1,5 +1,7 @@
 """The notice through a real audio stack: sounddevice -> PortAudio -> ALSA -> PulseAudio, into a
-null sink whose monitor we record. Proves the sound reached the "room" in full before capture."""
+null sink whose monitor we record. Shows, from the timeline, that the start notice played for its
+whole length before any device opened, and, from the record, that the room heard at least half its
+length as voiced sound (a whole-run measure: it does not prove every sample arrived before capture)."""
 from __future__ import annotations
 
 import array
@@ -48,7 +50,7 @@ def _voiced_seconds(raw: bytes, window: int = RATE // 50) -> float:
     return loud * window / RATE
 
 
-def test_notice_is_played_through_pulseaudio_before_capture(pulse, lab):
+def test_notice_plays_its_length_before_capture_and_the_room_hears_half_of_it_voiced(pulse, lab):
     lab.settings["sim"] = {"speaker": "sounddevice"}
     lab.settings["notice"] = {"languages": ["en"], "start_en": "This camera is now recording.",
                               "stop_en": "Stopped."}
