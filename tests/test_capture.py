@@ -118,7 +118,8 @@ def test_no_plaintext_media_reaches_the_units_directories_during_or_after_record
             assert unit.lesson("t-evans", seconds=2.5)["ok"]
         finally:
             stop.set()
-            scanner.join()
+            scanner.join(timeout=30)
+            assert not scanner.is_alive(), "the plaintext scan did not stop"
     scan()
     assert [f for f in found if not f.startswith(f"{canary}: ")] == []
     sealed = [p for p in scanned if p.name.endswith(".ts.age")]
