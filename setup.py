@@ -31,7 +31,10 @@ setup(
         "tenacity>=8.2",
     ],
     extras_require={
-        "pi": ["sounddevice>=0.4", "opencv-python-headless>=4.8"],
+        # OpenCV is not here: no Pi backend reads a camera through it (the simulator, which
+        # needs it, depends on it), and its wheel would add 75 MB, a second FFmpeg and an
+        # OpenSSL 1.1 to the Debian package.
+        "pi": ["sounddevice>=0.4"],
         # setuptools: tests build the teacher's wheel without build isolation (no registry).
         "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "setuptools>=70.1",
                  "ruff>=0.6", "mypy>=1.10"],

@@ -64,8 +64,12 @@ def add_commands(sub: Commands) -> None:
     mint.add_argument("--passphrase-file", type=Path)
     mint.set_defaults(func=_token_mint)
 
-    doc = sub.command("doctor", help="run the health checks now, each with its fix")
+    doc = sub.command("doctor", help="what the unit still needs, then the health checks with "
+                                     "their fixes")
     _config_arg(doc)
+    doc.add_argument("--setup", action="store_true",
+                     help="only what the unit needs before its daemon may run: reads files, "
+                          "asks no daemon and no server (the Debian package's postinst)")
     doc.set_defaults(func=_doctor)
 
     fleet = sub.command("fleet", help="every unit's health, from the MQTT broker (for IT)")
@@ -177,8 +181,19 @@ def _token_mint(args) -> int:
 
 
 def _doctor(args) -> int:
+    """What the unit still needs (its configuration), then, unless `--setup`, the health checks
+    with their fixes; 1 if anything is missing or any check failed."""
+    from appliance.config import ConfigError, load
     from appliance.health.doctor import doctor
-    return doctor(_config(args))
+    from appliance.health.readiness import report
+    missing = report(args.config)
+    if args.setup:
+        return missing
+    try:
+        config = load(args.config)
+    except ConfigError:
+        return 1  # said above, as the first thing missing
+    return max(missing, doctor(config))
 
 
 def _fleet(args) -> int:
