@@ -15,7 +15,7 @@ chain's `PacketOutput` exactly as picamera2's `H264Encoder` does (the Pi-camera 
 Faults: `camera` / `microphone` (fail to open), `camera_stall` (frames stop coming),
 `camera_drop` (every other frame is dropped, as a busy camera drops them: a gap in time),
 `microphone_error` (the microphone fails mid-recording), `camera_close` (will not close),
-`camera_close_hang` (its close never returns, as a wedged driver's).
+`camera_close_hang` (its close does not return while the fault is on, as a wedged driver's).
 """
 from __future__ import annotations
 
@@ -105,8 +105,8 @@ class SimCamera(_SimDevice):
         bounded_close(self.name, self._close, self._close_timeout)
 
     def _close(self) -> None:
-        if "camera_close_hang" in self._faults:
-            threading.Event().wait()  # a driver that never lets go
+        while "camera_close_hang" in self._faults:  # a driver that does not let go
+            time.sleep(0.05)
         super().close()
         if self._source is not None:
             self._source.close()
