@@ -389,7 +389,6 @@ class Segmenter:
         self._on_sealed = on_sealed
         self._segment_span = int(s.segment_seconds / VIDEO_TIME_BASE)
         self._current: _Segment | None = None
-        self._last_pts: int | None = None  # of the last video packet, in any segment
         self._waiting_audio: list[av.Packet] = []
         self._sealing = threading.Lock()  # held from a segment's entry to its report
         self._abandoned = False
@@ -410,8 +409,6 @@ class Segmenter:
             self._waiting_audio.append(packet)
             return
         self._current.mux(packet, video)
-        if video:
-            self._last_pts = self._current.last_pts
 
     def close(self) -> None:
         """Seal the current segment."""
@@ -442,7 +439,7 @@ class Segmenter:
             raise DiskFull(f"only {free // (1024 * 1024)} MB free; recording stopped with "
                            f"{len(self.sealed)} segment(s) sealed")
         self._current = _Segment(self._directory, len(self.sealed) + 1, self._recipient,
-                                 self._s, first_pts, self._last_pts)
+                                 self._s, first_pts)
         for packet in self._waiting_audio:
             self._current.mux(packet, False)
         self._waiting_audio.clear()
@@ -475,13 +472,17 @@ class Segmenter:
 
 class _Segment:
     def __init__(self, directory: Path, index: int, recipient: str, s: CaptureSettings,
-                 first_pts: int, previous_pts: int | None):
+                 first_pts: int):
         import av
         self.index = index
         self.first_pts = first_pts
         self.last_pts = first_pts
         self.dropped_frames = 0
-        self._previous_pts = previous_pts  # the last frame before this segment
+        # Frames dropped between two of this segment's, so that it holds `duration * fps -
+        # dropped_frames` pictures (what `classcam decrypt` checks). A gap just before a
+        # segment's first keyframe shows in the manifest as the distance from the last frame
+        # of the segment before.
+        self._previous_pts: int | None = None
         self._fps = s.fps
         self._sink = SealingSink(directory, index, recipient)
         self._container = av.open(self._sink, "w", format="mpegts")
