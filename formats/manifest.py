@@ -25,8 +25,8 @@ and the body is:
 `duration` runs from the first frame's time to the end of the last; `dropped_frames` counts the
 frames the camera dropped within it (gaps in the sensor's timestamps), so the segment holds
 `duration * fps - dropped_frames` pictures. Frames dropped just before a segment's first (a
-keyframe) show as the gap between the last_pts before it and its first_pts. A manifest from before `dropped_frames` existed
-lists no such key; it reads as 0.
+keyframe) show as the gap between the last_pts before it and its first_pts. A manifest from
+before `dropped_frames` existed lists no such key; it reads as 0.
 
 `complete` is false when the unit restarted after a crash mid-recording; the segments sealed
 before the crash are all listed.
