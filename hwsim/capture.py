@@ -23,14 +23,14 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from capture.devices import CaptureError, bounded_close
 from capture.pipeline import CameraFrame, CaptureSettings
 from hwsim.faults import Faults
 from hwsim.timeline import Timeline
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy and PyAV come with the first recording, not with the daemon
+    import numpy as np
+
     from capture.encoders import PacketOutput
     from capture.v4l2 import V4l2Camera
 
@@ -218,6 +218,7 @@ class SimMicrophone(_SimDevice):
             raise CaptureError("microphone: simulated input overflow error")
         start = self.samples
         self._pace((start + samples) / self.rate)
+        import numpy as np
         t = np.arange(start, start + samples) / self.rate
         self.samples += samples
         return (TONE_LEVEL * np.sin(2 * np.pi * TONE_HZ * t)).astype(np.float32)
@@ -267,6 +268,7 @@ def read_counter(image: np.ndarray) -> int:
 
 def background(width: int, height: int) -> np.ndarray:
     """A soft gradient, yuv420p planes."""
+    import numpy as np
     x = np.linspace(0, 1, width, dtype=np.float32)
     y = np.linspace(0, 1, height, dtype=np.float32)[:, None]
     luma = (60 + 50 * x + 40 * y).astype(np.uint8)

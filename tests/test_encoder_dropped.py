@@ -79,3 +79,22 @@ def _video_times(directory, ident) -> list[float]:
         with av.open(io.BytesIO(pyrage.decrypt(path.read_bytes(), [ident]))) as container:
             times += [float(f.pts * f.time_base) for f in container.decode(video=0)]
     return times
+
+
+def test_a_manifest_from_before_dropped_frames_were_counted_still_opens():
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from formats.manifest import ManifestRejected, seal
+    ident = pyrage.x25519.Identity.generate()
+    old = {"index": 1, "file": "seg-000001.ts.age", "sha256": "ab" * 32, "duration": 1.0,
+           "first_pts": 0.0, "last_pts": 0.96}
+    body = {"recording_id": "ab" * 16, "teacher_id": "t-evans", "device_id": "unit-1",
+            "complete": True, "ended_by": "stop", "start": {"monotonic": 0.0, "wall": 0.0},
+            "end": {"monotonic": 1.0, "wall": 1.0}, "segments": [old]}
+    key = Ed25519PrivateKey.generate()
+    (segment,) = open_manifest(seal(body, key, str(ident.to_public())), ident).segments
+    assert segment.dropped_frames == 0
+    for bad in (-1, 1.5, "2"):
+        body["segments"] = [{**old, "dropped_frames": bad}]
+        with pytest.raises(ManifestRejected, match="segment list is malformed"):
+            open_manifest(seal(body, key, str(ident.to_public())), ident)
