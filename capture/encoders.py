@@ -13,7 +13,7 @@ cuts on them), and no B-frames. A dropped frame is a gap in those pts, never a s
 
 `PacketOutput` splits the encoder's byte stream into access units with FFmpeg's H.264 parser
 (PyAV `CodecContext.parse`), so it takes whatever chunks an encoder gives; each chunk's timestamp
-goes to the access unit that starts in it.
+and keyframe flag go to the access unit that starts in it.
 """
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ class PacketOutput:
     def __init__(self) -> None:
         import av
         self._parser = av.CodecContext.create("h264", "r")
-        self._stamps: collections.deque[int] = collections.deque()
+        self._stamps: collections.deque[tuple[int, bool]] = collections.deque()
         self._packets: queue.Queue[av.Packet | _Ended] = queue.Queue()
         self._lock = threading.Lock()  # the parser is fed by the encoder and flushed by `end`
         self._ended = False
@@ -146,7 +146,7 @@ class PacketOutput:
             if frame is None or timestamp is None:
                 self._fail("the encoder gave a frame without data or a timestamp")
                 return
-            self._stamps.append(int(timestamp))
+            self._stamps.append((int(timestamp), bool(keyframe)))
             try:
                 units = self._parser.parse(bytes(frame))
             except Exception as e:
@@ -194,7 +194,11 @@ class PacketOutput:
             if not self._stamps:  # more pictures than the encoder said it gave
                 self._fail("the encoder's output held more pictures than frames")
                 return
-            unit.pts = unit.dts = self._stamps.popleft()
+            unit.pts, keyframe = self._stamps.popleft()
+            unit.dts = unit.pts
+            # The encoder's word (V4L2's keyframe flag), or the parser's reading of the
+            # bitstream (an IDR picture), which PyAV passes on from 18.
+            unit.is_keyframe = unit.is_keyframe or keyframe
             unit.time_base = VIDEO_TIME_BASE
             if self._packets.qsize() >= OUTPUT_BACKLOG:
                 self._fail(f"more than {OUTPUT_BACKLOG} encoded frames waited for the chain")
