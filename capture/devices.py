@@ -1,6 +1,8 @@
-"""Errors of capture devices. A camera or microphone is anything with `name`, `open()`,
-`close()` and `read()` (see `capture.pipeline.Camera` and `Microphone`); every open and close goes
-through `led_indicator.guard.CaptureGuard`, so the recording LED follows the devices (P2).
+"""Errors of capture devices, and the threads that bound their calls. A camera or microphone is
+anything with `name`, `open()`, `close()` and a way to deliver (see `capture.pipeline.Camera` and
+`Microphone`); every open and close goes through `led_indicator.guard.CaptureGuard`, so the
+recording LED follows the devices (P2). A close that does not return in time (`bounded_close`)
+is a `CaptureError`: the device stays counted as open.
 
 A device's `read(..., timeout)` returns or raises `CaptureError` within `timeout`, whatever the
 hardware does. A device whose read has still not returned refuses to `close()` (`CaptureError`):

@@ -12,8 +12,10 @@ since the recording's first frame (`VIDEO_TIME_BASE`), one keyframe every second
 cuts on them), and no B-frames. A dropped frame is a gap in those pts, never a shift.
 
 `PacketOutput` splits the encoder's byte stream into access units with FFmpeg's H.264 parser
-(PyAV `CodecContext.parse`), so it takes whatever chunks an encoder gives; each chunk's timestamp
-and keyframe flag go to the access unit that starts in it.
+(PyAV `CodecContext.parse`; no NAL parsing of ours). picamera2's encoders call `outputframe` once
+per encoded frame, so each call's timestamp and keyframe flag go to the access unit that starts
+in it; the parser hands a unit on when the next one begins, and `end()` flushes the last. A
+count that does not match (a call without a picture, or one with two) fails the recording.
 """
 from __future__ import annotations
 
