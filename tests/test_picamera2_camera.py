@@ -89,9 +89,17 @@ class SilentMicrophone:
 
 
 def test_pi_camera_opens_records_and_closes_with_calls_the_installed_picamera2_has(
-        picamera2, camera_of):
+        picamera2, camera_of, monkeypatch):
     from capture.pi import PiCamera
     cam = camera_of
+    made = []
+    real_encoder = picamera2.encoders.H264Encoder
+
+    def h264_encoder(*args, **kwargs):
+        made.append((args, kwargs))
+        return real_encoder(*args, **kwargs)
+
+    monkeypatch.setattr(picamera2.encoders, "H264Encoder", h264_encoder)
     camera = PiCamera((SETTINGS.width, SETTINGS.height), SETTINGS.fps, close_timeout=1.0)
     camera.open()
     # The main stream is YUV 4:2:0 (no BGR), at the frame rate picamera2 knows a control for.
@@ -113,6 +121,11 @@ def test_pi_camera_opens_records_and_closes_with_calls_the_installed_picamera2_h
     assert type(encoder) is H264Encoder
     assert (encoder.iperiod, encoder.repeat, encoder.bitrate) == (
         SETTINGS.fps, True, SETTINGS.video_bitrate_kbps * 1000)
+    # On a Pi 5 (no hardware encoder) picamera2's H264Encoder is LibavH264Encoder: it takes
+    # the same arguments.
+    from picamera2.encoders.libav_h264_encoder import LibavH264Encoder
+    (args, kwargs), = made
+    inspect.signature(LibavH264Encoder).bind(*args, **kwargs)
     assert isinstance(to_chain, picamera2.outputs.Output)
     assert inspect.signature(type(to_chain).outputframe) == inspect.signature(
         picamera2.outputs.Output.outputframe)
