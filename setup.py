@@ -25,16 +25,19 @@ setup(
         "paho-mqtt>=2.1",        # health over MQTT v5
         "pyserial>=3.5",
         "pyserial-asyncio-fast>=0.16",
-        "av>=12",
+        # 17 added OutputContainer.add_mux_stream, which muxes an encoder's packets (the
+        # segmenter); 18 passes the H.264 parser's keyframe flag on (the Output also takes the
+        # encoder's own flag).
+        "av>=17",
         "numpy>=1.24",
         "requests>=2.31",
         "tenacity>=8.2",
     ],
     extras_require={
-        # OpenCV is not here: no Pi backend reads a camera through it (the simulator, which
-        # needs it, depends on it), and its wheel would add 75 MB, a second FFmpeg and an
-        # OpenSSL 1.1 to the Debian package.
-        "pi": ["sounddevice>=0.4"],
+        # On a Pi, in a venv with --system-site-packages (README): picamera2 and libcamera come
+        # from Raspberry Pi OS (apt), whose simplejpeg is built against numpy 1; lgpio is the
+        # pin factory the unit forces. No OpenCV: a USB webcam is read through PyAV.
+        "pi": ["sounddevice>=0.4", "lgpio>=0.2", "numpy>=1.24,<2"],
         # setuptools: tests build the teacher's wheel without build isolation (no registry).
         "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "setuptools>=70.1",
                  "ruff>=0.6", "mypy>=1.10"],

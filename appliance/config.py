@@ -77,11 +77,25 @@ class CaptureConfig(_Section):
     segment_seconds: int = Field(default=10, ge=1, le=600)
     audio_rate: Literal[16000, 32000, 44100, 48000] = 48000
     video_bitrate_kbps: int = Field(default=2500, ge=100, le=50000)
-    x264_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = "veryfast"
+    audio_bitrate_kbps: int = Field(default=128, ge=32, le=320)
+    # libx264's preset where the chain encodes (a USB webcam): picamera2's own software path
+    # uses "ultrafast"; a slower one costs a Pi several times the CPU per frame.
+    x264_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = "ultrafast"
     # Recording stops (sealing what it has) rather than start a segment with less free space.
     min_free_mb: float = Field(default=200, gt=0)
     # A camera or microphone that delivers nothing for this long has failed.
     stall_timeout_s: float = Field(default=2.0, gt=0, le=60)
+
+
+class CameraConfig(_Section):
+    """Which camera a Pi records from (ignored with `--hw sim`)."""
+
+    # "picamera2": the camera module (libcamera), encoded by picamera2's H264Encoder (the Pi 4's
+    # hardware encoder). "v4l2": a USB webcam, read through FFmpeg and encoded with libx264.
+    kind: Literal["picamera2", "v4l2"] = "picamera2"
+    device: str = "/dev/video0"   # the webcam, for kind "v4l2"
+    # What the webcam sends, for kind "v4l2": "mjpeg" or "yuyv422"; empty: FFmpeg's choice.
+    input_format: Literal["", "mjpeg", "yuyv422"] = ""
 
 
 class NoticeConfig(_Section):
@@ -199,6 +213,9 @@ class SimConfig(_Section):
     realtime: bool = True
     # Read the camera's frames from this video file (the USB-webcam path) instead of drawing them.
     camera_file: FilePath | None = None
+    # Who encodes: "libx264", the chain (as for a USB webcam); "picamera2", the camera itself,
+    # writing to the chain's Output as picamera2's H264Encoder does (as for the Pi camera).
+    encoder: Literal["libx264", "picamera2"] = "libx264"
     # How fast simulated time runs for sounds: 1.0 is real time; tests use more.
     speed: float = Field(default=1.0, gt=0, le=10000)
 
@@ -207,6 +224,7 @@ class Config(_Section):
     device: DeviceConfig
     recording: RecordingConfig = RecordingConfig()
     capture: CaptureConfig = CaptureConfig()
+    camera: CameraConfig = CameraConfig()
     notice: NoticeConfig = NoticeConfig()
     pad: PadConfig = PadConfig()
     gpio: GpioConfig = GpioConfig()

@@ -1,5 +1,6 @@
-"""The `pi` hardware backend: a Raspberry Pi's GPIO (gpiozero), camera (picamera2) and sound
-card (sounddevice). Registered as `pi` in the entry-point group `classcam.hardware`."""
+"""The `pi` hardware backend: a Raspberry Pi's GPIO (gpiozero), camera (picamera2, or a USB
+webcam through FFmpeg's v4l2 input: `[camera] kind`) and sound card (sounddevice). Registered as
+`pi` in the entry-point group `classcam.hardware`."""
 from __future__ import annotations
 
 import gpiozero
@@ -13,12 +14,20 @@ def make_pi_hardware(config: Config) -> Hardware:
     """The unit's real devices, on the pins and at the sizes `config` names."""
     from appliance.speaker import SoundDeviceSpeaker
     from capture.pi import PiCamera, SoundDeviceMicrophone
+    from capture.pipeline import Camera
     gpio, c = config.gpio, config.capture
+    camera: Camera
+    if config.camera.kind == "v4l2":  # a USB webcam, encoded by the chain
+        from capture.v4l2 import V4l2Camera
+        camera = V4l2Camera(config.camera.device, c.width, c.height, c.fps,
+                            input_format=config.camera.input_format or None)
+    else:
+        camera = PiCamera((c.width, c.height), c.fps, close_timeout=c.stall_timeout_s)
     return Hardware(
         button=gpiozero.Button(gpio.button_pin, pull_up=True, bounce_time=gpio.button_bounce_s or None),
         recording_led=RecordingLed(gpio.recording_led_pin),
         status_led=StatusLed(gpio.status_led_pins),
         speaker=SoundDeviceSpeaker(),
-        camera=PiCamera((c.width, c.height), c.fps),
+        camera=camera,
         microphone=SoundDeviceMicrophone(c.audio_rate),
     )

@@ -203,10 +203,15 @@ class Unit:
 
     def healthy(self, now: float | None = None) -> bool:
         """Whether the state machine still moves: idle, or in another state no longer than that
-        state can last (`now` is a `time.monotonic()` reading; the present by default). The
-        daemon stops feeding systemd's watchdog when not, so a unit wedged in `stopping` is
+        state can last (`now` is a `time.monotonic()` reading; the present by default), and no
+        device left open after a close that failed. The daemon stops feeding systemd's watchdog
+        when not, so a unit wedged in `stopping`, or with a camera that will not close, is
         restarted: `led-off` darkens the LED and the next start finishes the recording (P7)."""
         now = time.monotonic() if now is None else now
+        if self.state is State.IDLE and self._guard.open_devices:
+            # A device that would not close (its close is bounded) may still be capturing: the
+            # LED stays lit (P2) and only a restart ends it, so systemd is let to restart us.
+            return False
         return now - self._state_since <= self._longest(self.state)
 
     # -- the recording session --------------------------------------------------------------

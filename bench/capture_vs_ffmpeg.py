@@ -6,7 +6,7 @@ against the `age` CLI on the same bytes, in one run.
 Source: K distinct 1280x720 frames drawn by the simulator's `draw_frame` (pre-rendered, then
 looped) and a 440 Hz tone (one second of it, 440 whole cycles, looped), `--seconds` of 25 fps.
 
-  floor    the `ffmpeg` CLI reads raw bgr24 frames from a pipe and raw f32le mono samples from a
+  floor    the `ffmpeg` CLI reads raw yuv420p frames from a pipe and raw f32le mono samples from a
            FIFO (both written by feeder threads of this process), encodes libx264 and AAC with
            the settings of `capture.pipeline.Encoders` and cuts MPEG-TS segments with the segment
            muxer. Wall time, CPU (user+sys) and peak RSS of the ffmpeg process (os.wait4).
@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 import pyrage  # noqa: E402
 
 from capture.devices import CaptureError  # noqa: E402
-from capture.pipeline import CaptureSettings, Recorder  # noqa: E402
+from capture.pipeline import CameraFrame, CaptureSettings, Recorder  # noqa: E402
 from capture.sealing import SealingSink  # noqa: E402
 from hwsim.capture import TONE_HZ, TONE_LEVEL, background, draw_frame  # noqa: E402
 from procstat import ProcWatcher, loadavg, proc_status  # noqa: E402
@@ -128,7 +128,7 @@ def ffmpeg_command(fifo: Path, out_dir: Path) -> list[str]:
     sliced threads off; `-thread_type slice` makes them the same x264 configuration (checked
     from the x264 SEI of both outputs)."""
     return ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-            "-f", "rawvideo", "-pix_fmt", "bgr24", "-video_size", f"{WIDTH}x{HEIGHT}",
+            "-f", "rawvideo", "-pix_fmt", "yuv420p", "-video_size", f"{WIDTH}x{HEIGHT}",
             "-framerate", str(FPS), "-i", "pipe:0",
             "-f", "f32le", "-ar", str(RATE), "-ac", "1", "-i", str(fifo),
             "-map", "0:v", "-map", "1:a",
@@ -224,13 +224,15 @@ class LoopCamera:
 
     def close(self) -> None: ...
 
-    def read(self, timeout: float) -> np.ndarray:
+    def read(self, timeout: float) -> CameraFrame:
+        import av
         if self.n >= self._total:
             self.ended.set()
             raise _SourceEnded("source ended")
         image = self._frames[self.n % len(self._frames)]
         self.n += 1
-        return image
+        return CameraFrame(av.VideoFrame.from_numpy_buffer(image, format="yuv420p"),
+                           self.n * 1_000_000_000 // FPS)
 
 
 class LoopMicrophone:

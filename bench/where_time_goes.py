@@ -3,11 +3,9 @@ their time, stage by stage, next to what the same stage costs the peer.
 
     python bench/where_time_goes.py [--frames 500] [--mib 256] [--quick]
 
-Capture thread, per 1280x720 frame: wrapping the camera's BGR array in an AVFrame
-(`from_ndarray`, a copy), converting it to yuv420p (`reformat`, swscale of PyAV's bundled
-FFmpeg), and x264 encoding, as `capture.pipeline.Encoders` does them; the same conversion in the
-`ffmpeg` CLI (`-benchmark`, with and without a format=yuv420p filter); and OpenCV's BGR->I420
-conversion as an alternative for comparison.
+Capture thread, per 1280x720 frame: wrapping the camera's YUV 4:2:0 buffer in an AVFrame and
+x264 encoding, as `capture.encoders.SoftwareH264` does them (no colour conversion: frames are
+YUV 4:2:0 from the camera on).
 
 Encryption: pyrage's `encrypt_io` with no pipe (memory to a null writer, counting its read calls),
 the os.pipe construction of `SealingSink` with its 64 KiB pipe and with a 1 MiB pipe, and SHA-256,
@@ -20,7 +18,6 @@ import fcntl
 import hashlib
 import io
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -31,10 +28,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import av  # noqa: E402
-import cv2  # noqa: E402
 import pyrage  # noqa: E402
 
-from capture.pipeline import Encoders  # noqa: E402
+from capture.encoders import VIDEO_TIME_BASE, SoftwareH264  # noqa: E402
 from capture_vs_ffmpeg import FPS, HEIGHT, SETTINGS, WIDTH, render_source  # noqa: E402
 
 OUT = ROOT / "bench" / "out" / "where_time_goes"
@@ -60,59 +56,23 @@ def main(argv: list[str] | None = None) -> int:
 
 def capture_stages(n: int) -> None:
     frames, _ = render_source(50)
-    encoders = Encoders(SETTINGS)
-    totals = dict.fromkeys(("from_ndarray(bgr24) (copy into an AVFrame)",
-                            "reformat bgr24 -> yuv420p (PyAV swscale)",
-                            "x264 encode (preset veryfast, zerolatency)"), 0.0)
+    video = SoftwareH264(SETTINGS)
+    totals = dict.fromkeys(("wrap the camera's yuv420p buffer (from_numpy_buffer, no copy)",
+                            f"x264 encode (preset {SETTINGS.x264_preset}, zerolatency)"), 0.0)
     for i in range(n):
         t0 = time.perf_counter()
-        frame = av.VideoFrame.from_ndarray(frames[i % len(frames)], format="bgr24")
+        frame = av.VideoFrame.from_numpy_buffer(frames[i % len(frames)], format="yuv420p")
+        frame.pts, frame.time_base = i * 1_000_000 // FPS, VIDEO_TIME_BASE
         t1 = time.perf_counter()
-        yuv = frame.reformat(format="yuv420p")
-        yuv.pts = i
+        video.encode(frame)
         t2 = time.perf_counter()
-        encoders.video.encode(yuv)
-        t3 = time.perf_counter()
-        for name, seconds in zip(totals, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+        for name, seconds in zip(totals, (t1 - t0, t2 - t1), strict=True):
             totals[name] += seconds
     print(f"{f'capture thread, {n} frames of {WIDTH}x{HEIGHT}':70} ms/frame (wall)")
     for name, seconds in totals.items():
         print(f"  {'ours: ' + name:68} {1e3 * seconds / n:6.2f}")
-    print(f"  {'alternative: cv2.cvtColor BGR2YUV_I420 + from_ndarray(yuv420p)':68} "
-          f"{_per_frame(frames, n, _cv2_i420):6.2f}")
-    print(f"  {'peer: ffmpeg CLI conversion bgr24 -> yuv420p (its swscale)':68} "
-          f"{_ffmpeg_convert_ms(frames):6.2f}")
-
-
-def _cv2_i420(image):
-    return av.VideoFrame.from_ndarray(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420),
-                                      format="yuv420p")
-
-
-def _per_frame(frames, n: int, fn) -> float:
-    t0 = time.perf_counter()
-    for i in range(n):
-        fn(frames[i % len(frames)])
-    return 1e3 * (time.perf_counter() - t0) / n
-
-
-def _ffmpeg_convert_ms(frames) -> float:
-    """rtime per frame of a format=yuv420p filter minus a pass-through, over 10 loops."""
-    raw = OUT / "frames.bgr"
-    raw.write_bytes(b"".join(f.tobytes() for f in frames))
-    times = {}
-    try:
-        for fmt in ("bgr24", "yuv420p"):
-            proc = subprocess.run(
-                ["ffmpeg", "-hide_banner", "-nostdin", "-benchmark", "-stream_loop", "9",
-                 "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{WIDTH}x{HEIGHT}", "-r", str(FPS),
-                 "-i", str(raw), "-vf", f"format={fmt}", "-f", "null", "-"],
-                capture_output=True, text=True, check=True)
-            line = next(x for x in proc.stderr.splitlines() if "rtime=" in x)
-            times[fmt] = float(line.split("rtime=")[1].rstrip("s"))
-    finally:
-        raw.unlink()
-    return 1e3 * (times["yuv420p"] - times["bgr24"]) / (10 * len(frames))
+    print("  (frames are yuv420p from the camera on: no colour conversion; bench/encoder_vs_"
+          "picamera2.py compares the whole chain with picamera2's own path)")
 
 
 def crypto_stages(mib: int) -> None:

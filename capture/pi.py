@@ -1,20 +1,23 @@
 """The Raspberry Pi's own capture devices: the camera through picamera2, the microphone through
 sounddevice. Imported only by the `pi` hardware factory; neither library is needed elsewhere.
-(Not exercised on this PC: picamera2 needs libcamera. The Pi's hardware H.264 encoder comes with
-the Pi backend issue; until then frames go through the same PyAV chain as in the simulator.)
+(picamera2 needs libcamera, so on a PC the tests run picamera2's real package with libcamera
+stubbed: tests/test_picamera2_camera.py.)
 
-Both reads honour their timeout: picamera2 is asked to wait only that long for a frame, and the
-microphone's samples arrive through a callback into a queue that a read waits on for at most that
-long (PortAudio's blocking read has no timeout)."""
+Both reads honour their timeout: the camera's frames come through its encoder's output, which the
+chain waits on for at most that long (`capture.encoders.PacketOutput`), and the microphone's
+samples arrive through a callback into a queue that a read waits on for at most that long
+(PortAudio's blocking read has no timeout)."""
 from __future__ import annotations
 
-import concurrent.futures
 import queue
 import time
+from typing import Any
 
 import numpy as np
 
-from capture.devices import CaptureError
+from capture.devices import CaptureError, bounded_close
+from capture.encoders import PacketOutput, keyframe_period
+from capture.pipeline import CaptureSettings
 
 # The microphone's samples arrive in blocks of 20 ms; this many blocks (2 s) wait for a read
 # before the microphone counts as overflowing.
@@ -23,50 +26,90 @@ BLOCKS_BUFFERED = 100
 
 
 class PiCamera:
-    """The Pi camera module (libcamera) through picamera2, giving BGR frames."""
+    """The Pi camera module (libcamera) through picamera2, encoded by picamera2's own
+    `H264Encoder` (the hardware encoder on a Pi 4; libx264 on a Pi 5, which has none) into the
+    chain's `PacketOutput`: frames stay YUV 4:2:0 in the camera's buffers, and each packet is
+    timed by its request's `SensorTimestamp`.
+
+        camera = PiCamera((1280, 720), fps=25)
+        camera.open(); camera.start_encoding(output, settings); ...
+        camera.stop_encoding(); camera.close()
+
+    Every close is bounded by `close_timeout`: picamera2's pending jobs are cancelled first
+    (`cancel_all_and_flush`, else its stop waits behind them for ever), and a camera that still
+    has not closed is a `CaptureError`, so the recording LED stays lit (P2) and the unit is
+    restarted by its watchdog."""
 
     name = "camera"
 
-    def __init__(self, size: tuple[int, int] = (1280, 720), fps: int = 25):
+    def __init__(self, size: tuple[int, int] = (1280, 720), fps: int = 25,
+                 close_timeout: float = 2.0):
         self._size = size
         self._fps = fps
-        self._cam = None
+        self._close_timeout = close_timeout
+        self._cam: Any = None
+        self._encoder: Any = None
 
     def open(self) -> None:
         try:
             from picamera2 import Picamera2
             cam = Picamera2()
-            self._cam = cam
-            # libcamera's "RGB888" is B, G, R in memory: the bgr24 the encoder takes.
+            self._cam = cam  # before configure(): close() closes it if configuring fails
             cam.configure(cam.create_video_configuration(
-                main={"size": self._size, "format": "RGB888"},
+                main={"size": self._size, "format": "YUV420"},
                 controls={"FrameRate": self._fps}))
             cam.start()
         except Exception as e:
             raise CaptureError(f"camera: {e}") from e
 
-    def read(self, timeout: float) -> np.ndarray:
+    def start_encoding(self, output: PacketOutput, settings: CaptureSettings) -> None:
         cam = self._cam
         if cam is None:
             raise CaptureError("camera is not open")
         try:
-            # A number waits that long (0 would mean "do not wait" and return a job instead).
-            return cam.capture_array("main", wait=max(timeout, 0.001))
-        except concurrent.futures.TimeoutError:
-            # The request stays queued, and picamera2 would queue stop() behind it for good: the
-            # camera could not be closed. Its own way out is to cancel every pending job.
-            cam.cancel_all_and_flush()
-            raise CaptureError(f"camera: no frame within {timeout:g} s") from None
+            from picamera2.encoders import H264Encoder
+            encoder = H264Encoder(bitrate=settings.video_bitrate_kbps * 1000, repeat=True,
+                                  iperiod=keyframe_period(settings), framerate=settings.fps)
+            cam.start_encoder(encoder, _to_chain(output), name="main")
+            self._encoder = encoder
         except Exception as e:
-            raise CaptureError(f"camera: {e}") from e
+            raise CaptureError(f"camera encoder: {e}") from e
+
+    def stop_encoding(self) -> None:
+        cam, encoder, self._encoder = self._cam, self._encoder, None
+        if cam is not None and encoder is not None:
+            # Its V4L2 thread gives up on a frame the encoder never returns after 0.4 s; bounded
+            # here all the same.
+            bounded_close("camera encoder", lambda: cam.stop_encoder(encoder),
+                          self._close_timeout)
 
     def close(self) -> None:
-        cam, self._cam = self._cam, None
-        if cam is not None:
-            try:
-                cam.stop()
-            finally:
-                cam.close()
+        cam = self._cam
+        if cam is None:
+            return
+        encoder, self._encoder = self._encoder, None
+
+        def close() -> None:
+            cam.cancel_all_and_flush()
+            if encoder is not None:
+                cam.stop_encoder(encoder)
+            cam.stop()
+            cam.close()
+
+        bounded_close(self.name, close, self._close_timeout)  # raises: still open
+        self._cam = None
+
+
+def _to_chain(output: PacketOutput) -> Any:
+    """`output` as a picamera2 `Output`, which is what its encoders write to (they refuse
+    anything else)."""
+    from picamera2.outputs import Output
+
+    class ToChain(Output):
+        def outputframe(self, frame, keyframe=True, timestamp=None, packet=None, audio=False):
+            output.outputframe(frame, keyframe, timestamp, packet, audio)
+
+    return ToChain()
 
 
 class SoundDeviceMicrophone:

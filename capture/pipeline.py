@@ -1,4 +1,4 @@
-"""Capture as a chain: camera + microphone -> `Encoders` -> `Segmenter` -> `SealingSink`.
+"""Capture as a chain: camera + microphone -> H.264 and AAC -> `Segmenter` -> `SealingSink`.
 
     recorder = Recorder(camera, microphone, recording_dir, recipient, settings,
                         on_sealed=spool_it)   # called with each SegmentEntry once it is sealed
@@ -6,21 +6,32 @@
     ...
     entries = recorder.stop()        # flushes the encoders and seals the last segment
 
-Two threads, as picamera2 splits a source from its encoder: one reads the camera and microphone
-and converts each frame for the encoder, the other encodes, segments and seals. PyAV lets go of
-Python's lock while it converts and while x264 encodes, so the two overlap (about a third more
-frames a second than one thread doing both; bench/capture_vs_ffmpeg.py).
+After the camera the chain takes encoded H.264 packets from one of two encoders and sends them
+through the same segmenter and sealing sink (DESIGN section 3):
 
-H.264 (libx264, one keyframe a second, no B-frames) and AAC are encoded with PyAV and muxed into
-MPEG-TS, which survives a power cut mid-file. The segmenter switches to a new segment on the first
-keyframe at or after each `segment_seconds`, the way picamera2's SplittableOutput switches
-outputs: every packet goes to exactly one segment, and timestamps run on across segments. Each
-segment is written only through a `SealingSink`, so plaintext never reaches a disk (P4).
+- a `FrameCamera` (a USB webcam, the simulator's drawn frames) gives YUV 4:2:0 pictures, which
+  the chain encodes with libx264 (`capture.encoders.SoftwareH264`);
+- an `EncodingCamera` (the Pi camera with picamera2's `H264Encoder`, hardware on a Pi 4; the
+  simulator's twin of it) encodes them itself and writes to a `capture.encoders.PacketOutput`.
+
+Two threads, as picamera2 splits a source from its encoder: one reads the camera (pictures or
+packets) and the microphone, the other encodes, segments and seals. Video is timed by the
+sensor: pts are its timestamps in microseconds since the first frame, so a frame the camera
+dropped is a gap in pts (counted in the manifest as `dropped_frames`), never a shift of the rest.
+The microphone is read up to each frame's time, so sound stays with the picture across a gap.
+
+Keyframes come once a second (both encoders), and AAC at 128 kb/s, muxed into MPEG-TS, which
+survives a power cut mid-file. The segmenter switches to a new segment on the first keyframe at
+or after each `segment_seconds`, the way picamera2's SplittableOutput switches outputs: every
+packet goes to exactly one segment, and timestamps run on across segments. Each segment is
+written only through a `SealingSink`, so plaintext never reaches a disk (P4).
 
 An error of the camera, microphone or disk stops the recording; what was captured before it is
 sealed (or, for a failed segment write, that one segment is deleted) and `error` says why. A stop
 returns in bounded time even if a device read or the disk never returns; `error` then says which
 part did not stop.
+
+PyAV and numpy are imported when a recording starts, not with the daemon (idle memory).
 """
 from __future__ import annotations
 
@@ -31,41 +42,78 @@ import shutil
 import threading
 import time
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from collections.abc import Callable
 
-import av
-import numpy as np
-
 from capture.devices import CaptureError, without_frames
+from capture.encoders import (VIDEO_TIME_BASE, AacEncoder, NoFrame, PacketOutput,
+                              SoftwareH264)
 from formats.manifest import SegmentEntry, sidecar_file
 from capture.sealing import Sealed, SealingSink
 from formats.durable import atomic_write
 from formats.media import TIMELINE_START
 
+if TYPE_CHECKING:
+    import av
+    import numpy as np
+
 log = logging.getLogger(__name__)
 
-# Frames converted ahead of the encoder: enough to overlap the two threads, few enough that a
+# Frames read ahead of the encoder: enough to overlap the two threads, few enough that a
 # stop has little to flush (each 720p frame is 1.4 MB here).
 QUEUE_FRAMES = 4
 
 # A device read returns within `stall_timeout_s`, so a reader still busy this long after two
 # reads' worth of that (camera, then microphone) is stuck in a device that ignores its timeout.
 READ_GRACE_S = 1.0
+# How often a reader waiting for a camera's encoder looks whether the recording is stopping.
+STOP_POLL_S = 0.05
 
 
-class Camera(Protocol):
+@dataclass(frozen=True)
+class CameraFrame:
+    """One picture as a camera took it."""
+
+    picture: av.VideoFrame  # yuv420p, of the configured size
+    sensor_ns: int          # when the sensor took it, in ns on a steady clock
+
+
+class FrameCamera(Protocol):
+    """A camera whose pictures the chain encodes."""
+
     name: str
 
     def open(self) -> None: ...
 
     def close(self) -> None: ...
 
-    def read(self, timeout: float) -> np.ndarray:
-        """The next frame, BGR uint8 of the configured size; CaptureError after `timeout`."""
+    def read(self, timeout: float) -> CameraFrame:
+        """The next picture; CaptureError after `timeout`."""
         ...
+
+
+@runtime_checkable
+class EncodingCamera(Protocol):
+    """A camera with an H.264 encoder of its own (picamera2's `H264Encoder`)."""
+
+    name: str
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def start_encoding(self, output: PacketOutput, settings: CaptureSettings) -> None:
+        """Encode every frame from now on into `output`, timestamped by the sensor."""
+        ...
+
+    def stop_encoding(self) -> None:
+        """Stop encoding; every frame encoded has been written to the output on return (or
+        CaptureError, within `stall_timeout_s`)."""
+        ...
+
+
+Camera = FrameCamera | EncodingCamera
 
 
 class Microphone(Protocol):
@@ -88,7 +136,8 @@ class CaptureSettings:
     segment_seconds: int = 10
     audio_rate: int = 48000
     video_bitrate_kbps: int = 2500
-    x264_preset: str = "veryfast"
+    audio_bitrate_kbps: int = 128
+    x264_preset: str = "ultrafast"
     min_free_mb: float = 200
     stall_timeout_s: float = 2.0
     # The longest a stop waits for the encoder to flush and seal the last segment.
@@ -117,6 +166,7 @@ class Recorder:
         self._encoder = threading.Thread(target=self._encode, name="encode", daemon=True)
         self._error_lock = threading.Lock()
         self._reading: str | None = None  # the device the reader waits for, named if it hangs
+        self._samples_read = 0
         self.error: CaptureError | None = None  # the first failure: its reason, not its frames
         self.frames = 0
 
@@ -154,27 +204,91 @@ class Recorder:
         return list(self._segmenter.sealed)
 
     def _read(self) -> None:
-        """Camera and microphone -> frames ready for the encoder, until stopped or a device
-        fails; then an end marker carrying the device's error, if any."""
-        s = self._settings
+        """Camera and microphone -> frames (or packets) for the encoder, until stopped or a
+        device fails; then an end marker carrying the device's error, if any."""
         failure: CaptureError | None = None
         try:
-            while not self._stop.is_set() and not self._encoder_done.is_set():
-                self._reading = self._camera.name
-                image = self._camera.read(s.stall_timeout_s)
-                self._reading = self._microphone.name
-                samples = self._microphone.read(samples_for_frame(s, self.frames),
-                                                s.stall_timeout_s)
-                self._reading = None
-                self._put((picture(image, self.frames), samples))
-                self.frames += 1
+            if isinstance(self._camera, EncodingCamera):
+                self._read_packets(self._camera)
+            else:
+                self._read_pictures(self._camera)
         except CaptureError as e:  # camera or microphone: what was captured is still sealed
             failure = without_frames(e)
-        except Exception as e:  # a frame that cannot be converted fails like the camera
+        except Exception as e:  # a frame that cannot be used fails like the camera
             log.exception("capture failed")
             failure = CaptureError(f"camera frame: {e}")
         self._reading = None
         self._put(_End(failure))
+
+    def _read_pictures(self, camera: FrameCamera) -> None:
+        s = self._settings
+        first_ns = None
+        while not self._stop.is_set() and not self._encoder_done.is_set():
+            self._reading = camera.name
+            frame = camera.read(s.stall_timeout_s)
+            if first_ns is None:
+                first_ns = frame.sensor_ns
+            picture = frame.picture
+            picture.pts = (frame.sensor_ns - first_ns) // 1000
+            picture.time_base = VIDEO_TIME_BASE
+            self._with_sound(picture, picture.pts)
+
+    def _read_packets(self, camera: EncodingCamera) -> None:
+        s = self._settings
+        output = PacketOutput()
+        self._reading = camera.name
+        camera.start_encoding(output, s)
+        sound = True
+        try:
+            while (packet := self._next_packet(output)) is not None:
+                assert packet.pts is not None, "PacketOutput stamps every packet"
+                self._with_sound(packet, packet.pts)
+        except CaptureError:
+            sound = False  # what the encoder still holds is kept, without more sound
+            raise
+        finally:
+            self._reading = camera.name
+            camera.stop_encoding()
+            output.end()
+            # The frames the encoder still held (with their sound, unless the recording has
+            # failed): sealed like the rest.
+            while not self._encoder_done.is_set() and (packet := output.next(0)) is not None:
+                assert packet.pts is not None, "PacketOutput stamps every packet"
+                if sound:
+                    self._with_sound(packet, packet.pts)
+                else:
+                    self._put((packet, None))
+                    self.frames += 1
+
+    def _next_packet(self, output: PacketOutput) -> av.Packet | None:
+        """The encoder's next packet, or None once the recording is being stopped; `NoFrame` if
+        none came within `stall_timeout_s`. Waits in short steps, so a stop is not held up by a
+        camera that has just gone quiet."""
+        stall_s = self._settings.stall_timeout_s
+        deadline = time.monotonic() + stall_s
+        self._reading = self._camera.name
+        while not self._stop.is_set() and not self._encoder_done.is_set():
+            try:
+                packet = output.next(max(0.0, min(STOP_POLL_S, deadline - time.monotonic())))
+            except NoFrame:
+                if time.monotonic() >= deadline:
+                    raise NoFrame(f"camera delivered no frame for {stall_s:g} s") from None
+                continue
+            if packet is None:
+                raise CaptureError("camera: the encoder stopped")
+            return packet
+        return None
+
+    def _with_sound(self, video: av.VideoFrame | av.Packet, pts_us: int) -> None:
+        """Queue `video` (taken at `pts_us`) with the microphone's samples up to its end."""
+        s = self._settings
+        self._reading = self._microphone.name
+        due = sound_due(s, pts_us) - self._samples_read
+        samples = self._microphone.read(due, s.stall_timeout_s) if due > 0 else None
+        self._samples_read += max(due, 0)
+        self._reading = None
+        self._put((video, samples))
+        self.frames += 1
 
     def _put(self, item: tuple | _End, patience: float | None = None) -> None:
         # Never blocks for good: if the encoder has died there is no one to take it.
@@ -225,63 +339,40 @@ class _End:
     failure: CaptureError | None
 
 
-def picture(image: np.ndarray, n: int) -> av.VideoFrame:
-    """Frame `n` (BGR) as the encoder takes it: YUV 4:2:0, timed in frames."""
-    frame = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format="yuv420p")
-    frame.pts = n
-    return frame
-
-
-def samples_for_frame(s: CaptureSettings, n: int) -> int:
-    """Audio samples that belong with video frame `n` (exact over any number of frames)."""
-    r, f = s.audio_rate, s.fps
-    return (n + 1) * r // f - n * r // f
+def sound_due(s: CaptureSettings, pts_us: int) -> int:
+    """Audio samples from the recording's start to the end of the frame taken at `pts_us`
+    (exact for frames on the frame clock, however many)."""
+    return (pts_us * s.fps + 1_000_000) * s.audio_rate // (1_000_000 * s.fps)
 
 
 class Encoders:
-    """H.264 and AAC encoders for one recording, with continuous timestamps."""
+    """H.264 (for pictures; a camera's own packets pass through) and AAC for one recording."""
 
     def __init__(self, s: CaptureSettings):
         self._s = s
-        self.video = av.CodecContext.create("libx264", "w")
-        self.video.width, self.video.height = s.width, s.height
-        self.video.pix_fmt = "yuv420p"
-        self.video.time_base = Fraction(1, s.fps)
-        self.video.framerate = Fraction(s.fps)
-        self.video.gop_size = s.fps  # a keyframe every second: segments cut within a second
-        self.video.bit_rate = s.video_bitrate_kbps * 1000
-        self.video.options = {"preset": s.x264_preset, "tune": "zerolatency"}
-        self.video.open()
-        self.audio = av.CodecContext.create("aac", "w")
-        self.audio.sample_rate = s.audio_rate
-        self.audio.layout = "mono"
-        self.audio.format = "fltp"
-        self.audio.time_base = Fraction(1, s.audio_rate)
-        self.audio.open()
-        self._fifo = av.AudioFifo()
-        self._samples_in = 0
+        self._video: SoftwareH264 | None = None  # made for the first picture
+        self.audio = AacEncoder(s)
 
-    def encode(self, frame: av.VideoFrame, samples: np.ndarray) -> list[tuple[av.Packet, bool]]:
-        """Encode a `picture()` and its samples; returns (packet, is_video) pairs."""
-        packets = [(p, True) for p in self.video.encode(frame)]
-        chunk = av.AudioFrame.from_ndarray(samples.reshape(1, -1).astype(np.float32),
-                                           format="fltp", layout="mono")
-        chunk.sample_rate = self._s.audio_rate
-        chunk.time_base = self.audio.time_base  # so the FIFO's frames carry timestamps on
-        chunk.pts = self._samples_in
-        self._samples_in += samples.shape[-1]
-        self._fifo.write(chunk)
-        while (aac := self._fifo.read(self.audio.frame_size)) is not None:
-            packets.extend((p, False) for p in self.audio.encode(aac))
+    def encode(self, video: av.VideoFrame | av.Packet, samples: np.ndarray | None
+               ) -> list[tuple[av.Packet, bool]]:
+        """Encode a picture (or take a packet) and its samples; (packet, is_video) pairs."""
+        import av
+        if isinstance(video, av.VideoFrame):
+            if self._video is None:
+                self._video = SoftwareH264(self._s)
+            packets = [(p, True) for p in self._video.encode(video)]
+        else:
+            packets = [(video, True)]
+        if samples is not None:
+            packets.extend((p, False) for p in self.audio.encode(samples))
         return packets
 
     def flush(self) -> list[tuple[av.Packet, bool]]:
         """Everything the encoders still hold, the last short AAC frame included."""
-        packets = [(p, True) for p in self.video.encode(None)]
-        rest = self._fifo.read()
-        if rest is not None:
-            packets.extend((p, False) for p in self.audio.encode(rest))
-        packets.extend((p, False) for p in self.audio.encode(None))
+        packets = []
+        if self._video is not None:
+            packets = [(p, True) for p in self._video.encode(None)]
+        packets.extend((p, False) for p in self.audio.flush())
         return packets
 
 
@@ -296,7 +387,7 @@ class Segmenter:
         self._s = s
         self._free_bytes = free_bytes
         self._on_sealed = on_sealed
-        self._segment_frames = s.segment_seconds * s.fps
+        self._segment_span = int(s.segment_seconds / VIDEO_TIME_BASE)
         self._current: _Segment | None = None
         self._waiting_audio: list[av.Packet] = []
         self._sealing = threading.Lock()  # held from a segment's entry to its report
@@ -307,9 +398,12 @@ class Segmenter:
         """Send `packet` to the current segment, starting a new one on a due keyframe."""
         if packet.dts is None or packet.pts is None:  # dropping it would lose a frame or samples
             raise CaptureError("encoder gave a packet without a timestamp")
+        if video and packet.time_base != VIDEO_TIME_BASE:
+            raise CaptureError(f"encoder gave video timed in {packet.time_base}, not "
+                               f"{VIDEO_TIME_BASE}")
         if video and packet.is_keyframe and (
                 self._current is None
-                or packet.pts >= self._current.first_frame + self._segment_frames):
+                or packet.pts >= self._current.first_pts + self._segment_span):
             self._rotate(packet.pts)
         if self._current is None:  # audio before the first keyframe waits for its segment
             self._waiting_audio.append(packet)
@@ -337,7 +431,7 @@ class Segmenter:
         self._sealing.release()
         return True
 
-    def _rotate(self, first_frame: int) -> None:
+    def _rotate(self, first_pts: int) -> None:
         if self._current is not None:
             self._seal()
         free = self._free_bytes(self._directory)
@@ -345,7 +439,7 @@ class Segmenter:
             raise DiskFull(f"only {free // (1024 * 1024)} MB free; recording stopped with "
                            f"{len(self.sealed)} segment(s) sealed")
         self._current = _Segment(self._directory, len(self.sealed) + 1, self._recipient,
-                                 self._s, first_frame)
+                                 self._s, first_pts)
         for packet in self._waiting_audio:
             self._current.mux(packet, False)
         self._waiting_audio.clear()
@@ -378,10 +472,17 @@ class Segmenter:
 
 class _Segment:
     def __init__(self, directory: Path, index: int, recipient: str, s: CaptureSettings,
-                 first_frame: int):
+                 first_pts: int):
+        import av
         self.index = index
-        self.first_frame = first_frame
-        self.last_frame = first_frame
+        self.first_pts = first_pts
+        self.last_pts = first_pts
+        self.dropped_frames = 0
+        # Frames dropped between two of this segment's, so that it holds `duration * fps -
+        # dropped_frames` pictures (what `classcam decrypt` checks). A gap just before a
+        # segment's first keyframe shows in the manifest as the distance from the last frame
+        # of the segment before.
+        self._previous_pts: int | None = None
         self._fps = s.fps
         self._sink = SealingSink(directory, index, recipient)
         self._container = av.open(self._sink, "w", format="mpegts")
@@ -394,7 +495,10 @@ class _Segment:
     def mux(self, packet: av.Packet, video: bool) -> None:
         assert packet.pts is not None and packet.dts is not None, "route() refused it otherwise"
         if video:
-            self.last_frame = max(self.last_frame, packet.pts)
+            if self._previous_pts is not None:
+                self.dropped_frames += frames_missing(self._previous_pts, packet.pts, self._fps)
+            self._previous_pts = packet.pts
+            self.last_pts = max(self.last_pts, packet.pts)
         offset = int(TIMELINE_START / packet.time_base)
         packet.pts += offset
         packet.dts += offset
@@ -407,9 +511,10 @@ class _Segment:
     def finish(self) -> SegmentEntry:
         self._container.close()
         sealed: Sealed = self._sink.finish()
-        frames = self.last_frame - self.first_frame + 1
-        return SegmentEntry(self.index, sealed.path.name, sealed.sha256, frames / self._fps,
-                            self.first_frame / self._fps, self.last_frame / self._fps)
+        first, last = self.first_pts * VIDEO_TIME_BASE, self.last_pts * VIDEO_TIME_BASE
+        return SegmentEntry(self.index, sealed.path.name, sealed.sha256,
+                            float(last - first) + 1 / self._fps, float(first), float(last),
+                            self.dropped_frames)
 
     def commit(self) -> None:
         self._sink.commit()
@@ -420,3 +525,10 @@ class _Segment:
         except Exception as e:  # its output already failed; the segment is being thrown away
             log.warning("segment %d: closing the muxer after a failure: %s", self.index, e)
         self._sink.abort()
+
+
+def frames_missing(previous_pts: int, pts: int, fps: int) -> int:
+    """Frames the camera dropped between two it delivered (pts in `VIDEO_TIME_BASE`): the gap
+    in whole frame periods, less the one a delivered frame takes."""
+    periods = round((pts - previous_pts) * VIDEO_TIME_BASE * fps)
+    return max(0, periods - 1)

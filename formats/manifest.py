@@ -19,7 +19,14 @@ and the body is:
      "ended_by": "stop" | "maximum length" | "fault: ..." | "interrupted",
      "start": {"monotonic": float, "wall": float}, "end": {"monotonic": float, "wall": float},
      "segments": [{"index": 1, "file": "seg-000001.ts.age", "sha256": hex of the ciphertext,
-                   "duration": seconds, "first_pts": seconds, "last_pts": seconds}, ...]}
+                   "duration": seconds, "first_pts": seconds, "last_pts": seconds,
+                   "dropped_frames": n}, ...]}
+
+`duration` runs from the first frame's time to the end of the last; `dropped_frames` counts the
+frames the camera dropped within it (gaps in the sensor's timestamps), so the segment holds
+`duration * fps - dropped_frames` pictures. Frames dropped just before a segment's first (a
+keyframe) show as the gap between the last_pts before it and its first_pts. A manifest from
+before `dropped_frames` existed lists no such key; it reads as 0.
 
 `complete` is false when the unit restarted after a crash mid-recording; the segments sealed
 before the crash are all listed.
@@ -43,7 +50,8 @@ MANIFEST_FILE = "manifest.age"
 _ENVELOPE = {"classcam_manifest", "body", "device_key", "signature"}
 _BODY = {"recording_id", "teacher_id", "device_id", "complete", "ended_by", "start", "end",
          "segments"}
-_SEGMENT = {"index", "file", "sha256", "duration", "first_pts", "last_pts"}
+_SEGMENT = {"index", "file", "sha256", "duration", "first_pts", "last_pts", "dropped_frames"}
+_SEGMENT_V1_0 = _SEGMENT - {"dropped_frames"}  # written before dropped frames were counted
 
 
 class ManifestRejected(Exception):
@@ -64,11 +72,12 @@ class SegmentEntry:
     duration: float
     first_pts: float
     last_pts: float
+    dropped_frames: int = 0
 
     def to_json(self) -> dict:
         return {"index": self.index, "file": self.file, "sha256": self.sha256,
                 "duration": self.duration, "first_pts": self.first_pts,
-                "last_pts": self.last_pts}
+                "last_pts": self.last_pts, "dropped_frames": self.dropped_frames}
 
 
 def segment_file(index: int) -> str:
@@ -136,8 +145,10 @@ def open_manifest(data: bytes, identity: pyrage.x25519.Identity) -> Manifest:
     if not isinstance(body, dict) or set(body) != _BODY or not isinstance(body["segments"], list):
         raise ManifestRejected("manifest body is malformed")
     for i, s in enumerate(body["segments"], start=1):
-        if not isinstance(s, dict) or set(s) != _SEGMENT or s["index"] != i \
-                or s["file"] != segment_file(i):
+        if not isinstance(s, dict) or set(s) not in (_SEGMENT, _SEGMENT_V1_0) \
+                or s["index"] != i or s["file"] != segment_file(i) \
+                or not isinstance(s.get("dropped_frames", 0), int) \
+                or s.get("dropped_frames", 0) < 0:
             raise ManifestRejected(f"manifest segment list is malformed at entry {i}")
     return Manifest(body, key)
 

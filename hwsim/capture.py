@@ -7,21 +7,32 @@ plays a 440 Hz tone. Both run at the real rate, or as fast as the encoder takes 
 the `open` event is written before the device would start capturing and the `close` event after
 it has stopped, so the record errs on the side of "open" when P2 is checked.
 
+The camera gives what a Pi camera gives: YUV 4:2:0 pictures stamped in nanoseconds by its own
+clock (frame n at n / fps after it opened). As `SimCamera` the chain encodes them (the USB-webcam
+path); as `SimEncodingCamera` an encoder thread of the simulator's encodes them and writes to the
+chain's `PacketOutput` exactly as picamera2's `H264Encoder` does (the Pi-camera path).
+
 Faults: `camera` / `microphone` (fail to open), `camera_stall` (frames stop coming),
-`microphone_error` (the microphone fails mid-recording), `camera_close` (will not close).
+`camera_drop` (every other frame is dropped, as a busy camera drops them: a gap in time),
+`microphone_error` (the microphone fails mid-recording), `camera_close` (will not close),
+`camera_close_hang` (its close does not return while the fault is on, as a wedged driver's).
 """
 from __future__ import annotations
 
 import threading
 import time
+from typing import TYPE_CHECKING
 
-import cv2
-import numpy as np
-
-from capture.devices import CaptureError
-from capture.opencv import OpenCvCamera
+from capture.devices import CaptureError, bounded_close
+from capture.pipeline import CameraFrame, CaptureSettings
 from hwsim.faults import Faults
 from hwsim.timeline import Timeline
+
+if TYPE_CHECKING:  # numpy and PyAV come with the first recording, not with the daemon
+    import numpy as np
+
+    from capture.encoders import PacketOutput
+    from capture.v4l2 import V4l2Camera
 
 COUNTER_BITS = 20
 TONE_HZ = 440.0
@@ -69,45 +80,127 @@ class _SimDevice:
 
 
 class SimCamera(_SimDevice):
-    """A camera that draws numbered frames."""
+    """A camera that draws numbered frames, YUV 4:2:0, stamped by its own clock. A close that
+    does not return within `close_timeout` is a `CaptureError`, as on the Pi."""
 
     def __init__(self, timeline: Timeline, faults: Faults, width: int, height: int, fps: int,
-                 realtime: bool = True, source: OpenCvCamera | None = None):
+                 realtime: bool = True, source: V4l2Camera | None = None,
+                 close_timeout: float = 2.0):
         super().__init__("camera", timeline, faults, realtime)
         self.width, self.height, self.fps = width, height, fps
-        self.frames = 0
-        self._background = background(width, height)
+        self.frames = 0  # frames taken by the sensor (delivered or dropped)
+        self._background: np.ndarray | None = None
         self._stall = threading.Event()
         self._source = source  # frames from a video file (the USB-webcam path) instead
+        self._close_timeout = close_timeout
+        self._opened_ns = 0
 
     def open(self) -> None:
         super().open()
+        self._opened_ns = time.monotonic_ns()
         if self._source is not None:
             self._source.open()
 
     def close(self) -> None:
+        bounded_close(self.name, self._close, self._close_timeout)
+
+    def _close(self) -> None:
+        while "camera_close_hang" in self._faults:  # a driver that does not let go
+            time.sleep(0.05)
         super().close()
         if self._source is not None:
             self._source.close()
 
-    def read(self, timeout: float) -> np.ndarray:
+    def read(self, timeout: float) -> CameraFrame:
+        import av
         if not self.is_open:
             raise CaptureError("camera is not open")
         if "camera_stall" in self._faults:
             self._stall.wait(timeout)
             raise CaptureError(f"camera delivered no frame for {timeout:g} s")
-        n = self.frames
-        self._pace(n / self.fps)
+        while True:
+            n = self.frames
+            self._pace(n / self.fps)
+            self.frames += 1
+            if not ("camera_drop" in self._faults and n % 2):
+                break
+            self._timeline("frame_dropped", device="camera", n=n)
         if self._source is not None:
-            image = self._source.read(timeout)
+            picture = self._source.read(timeout).picture
         else:
-            image = draw_frame(self._background, n, self.fps)
-        self.frames += 1
+            if self._background is None:
+                self._background = background(self.width, self.height)
+            picture = av.VideoFrame.from_ndarray(draw_frame(self._background, n, self.fps),
+                                                 format="yuv420p")
         self._timeline("frame", device="camera", n=n)
-        return image
+        return CameraFrame(picture, self._opened_ns + n * 1_000_000_000 // self.fps)
 
     def _reset(self) -> None:
         self.frames = 0
+
+
+class SimEncodingCamera:
+    """The simulated camera with an encoder of its own, as picamera2 runs `H264Encoder`: a
+    thread takes each frame, encodes it (libx264 through PyAV, standing in for the Pi's
+    hardware encoder) and calls `output.outputframe(bytes, keyframe, timestamp_us)`, the
+    timestamp in microseconds since the first frame, from the sensor's."""
+
+    def __init__(self, camera: SimCamera):
+        self._camera = camera
+        self.name = camera.name
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._failure: CaptureError | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._camera.is_open
+
+    def open(self) -> None:
+        self._camera.open()
+
+    def close(self) -> None:
+        self._camera.close()
+
+    def probe(self) -> None:
+        self._camera.probe()
+
+    def start_encoding(self, output: PacketOutput, settings: CaptureSettings) -> None:
+        self._stop.clear()
+        self._failure = None
+        self._thread = threading.Thread(target=self._encode, args=(output, settings),
+                                        name="sim-h264", daemon=True)
+        self._thread.start()
+
+    def stop_encoding(self) -> None:
+        thread, self._thread = self._thread, None
+        self._stop.set()
+        if thread is not None:
+            thread.join(self._camera._close_timeout + 1.0)
+            if thread.is_alive():
+                raise CaptureError("camera: the encoder did not stop")
+
+    def _encode(self, output: PacketOutput, s: CaptureSettings) -> None:
+        from capture.encoders import VIDEO_TIME_BASE, SoftwareH264
+        encoder = SoftwareH264(s)
+        first_ns = None
+        while not self._stop.is_set() and self._camera.is_open:
+            # Faster than real time, the simulator's camera waits for the chain (a real one
+            # runs at its frame rate, which the chain keeps up with).
+            while not self._camera._realtime and output.waiting > 4 and not self._stop.is_set():
+                time.sleep(0.002)
+            try:
+                frame = self._camera.read(s.stall_timeout_s)
+            except CaptureError:
+                continue  # as picamera2's: no frame, nothing encoded; the chain's read times out
+            first_ns = frame.sensor_ns if first_ns is None else first_ns
+            picture = frame.picture
+            picture.pts = (frame.sensor_ns - first_ns) // 1000
+            picture.time_base = VIDEO_TIME_BASE
+            for packet in encoder.encode(picture):
+                output.outputframe(bytes(packet), packet.is_keyframe, packet.pts)
+        for packet in encoder.encode(None):
+            output.outputframe(bytes(packet), packet.is_keyframe, packet.pts)
 
 
 class SimMicrophone(_SimDevice):
@@ -125,6 +218,7 @@ class SimMicrophone(_SimDevice):
             raise CaptureError("microphone: simulated input overflow error")
         start = self.samples
         self._pace((start + samples) / self.rate)
+        import numpy as np
         t = np.arange(start, start + samples) / self.rate
         self.samples += samples
         return (TONE_LEVEL * np.sin(2 * np.pi * TONE_HZ * t)).astype(np.float32)
@@ -134,27 +228,35 @@ class SimMicrophone(_SimDevice):
 
 
 def draw_frame(background: np.ndarray, n: int, fps: int) -> np.ndarray:
-    """Frame `n`: the counter as black/white blocks along the top, and as text with a time."""
+    """Frame `n` as yuv420p planes (height * 3 / 2 rows): the counter as black/white blocks
+    along the top, and as text with a time."""
+    import cv2
     image = background.copy()
-    h, w = image.shape[:2]
-    block = max(8, w // (COUNTER_BITS + 4))
+    w = image.shape[1]
+    h = image.shape[0] * 2 // 3
+    luma = image[:h]
+    chroma = image[h:].reshape(h, w // 2)  # U then V, each h/2 rows of w/2
+    block = counter_block(w)
     for bit in range(COUNTER_BITS):
-        if (n >> bit) & 1:
-            image[:block, (bit + 2) * block:(bit + 3) * block] = 255
-        else:
-            image[:block, (bit + 2) * block:(bit + 3) * block] = 0
+        x0, x1 = (bit + 2) * block, (bit + 3) * block
+        luma[:block, x0:x1] = 255 if (n >> bit) & 1 else 0
+        chroma[:block // 2, x0 // 2:x1 // 2] = 128
+        chroma[h // 2:h // 2 + block // 2, x0 // 2:x1 // 2] = 128
     seconds = n / fps
     text = f"frame {n}  {int(seconds // 60):02d}:{seconds % 60:05.2f}"
     scale = max(0.4, w / 800)
-    cv2.putText(image, text, (block, h // 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
+    cv2.putText(luma, text, (block, h // 2), cv2.FONT_HERSHEY_SIMPLEX, scale, 255,
                 max(1, int(scale * 2)), cv2.LINE_AA)
     return image
 
 
+def counter_block(width: int) -> int:
+    return max(8, width // (COUNTER_BITS + 4))
+
+
 def read_counter(image: np.ndarray) -> int:
     """The frame number drawn by `draw_frame`, read back from (decoded) BGR pixels."""
-    h, w = image.shape[:2]
-    block = max(8, w // (COUNTER_BITS + 4))
+    block = counter_block(image.shape[1])
     gray = image[block // 4: block * 3 // 4].mean(axis=(0, 2))
     n = 0
     for bit in range(COUNTER_BITS):
@@ -165,10 +267,11 @@ def read_counter(image: np.ndarray) -> int:
 
 
 def background(width: int, height: int) -> np.ndarray:
-    x = np.linspace(40, 120, width, dtype=np.float32)
-    y = np.linspace(30, 90, height, dtype=np.float32)[:, None]
-    image = np.empty((height, width, 3), np.uint8)
-    image[..., 0] = (x + y) / 2
-    image[..., 1] = y + 20
-    image[..., 2] = x
-    return image
+    """A soft gradient, yuv420p planes."""
+    import numpy as np
+    x = np.linspace(0, 1, width, dtype=np.float32)
+    y = np.linspace(0, 1, height, dtype=np.float32)[:, None]
+    luma = (60 + 50 * x + 40 * y).astype(np.uint8)
+    u = np.broadcast_to((110 + 30 * x[::2]).astype(np.uint8), (height // 2, width // 2))
+    v = np.broadcast_to((140 - 20 * y[::2]).astype(np.uint8), (height // 2, width // 2))
+    return np.concatenate([luma, u.reshape(-1, width), v.reshape(-1, width)])

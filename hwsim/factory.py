@@ -11,9 +11,8 @@ import gpiozero
 
 from appliance.config import Config
 from appliance.hardware import Hardware
-from capture.opencv import OpenCvCamera
 from hwsim import control
-from hwsim.capture import SimCamera, SimMicrophone
+from hwsim.capture import SimCamera, SimEncodingCamera, SimMicrophone
 from hwsim.faults import Faults
 from hwsim.gpio import SimPinFactory
 from hwsim.pinpad import SimPinPad
@@ -30,7 +29,7 @@ class SimParts:
     faults: Faults
     pin_factory: SimPinFactory
     speaker: MemorySpeaker
-    devices: dict[str, SimCamera | SimMicrophone]
+    devices: dict[str, SimCamera | SimEncodingCamera | SimMicrophone]
     status_led: StatusLed | None = None
     pad: SimPinPad | None = None
 
@@ -71,9 +70,15 @@ def make_sim_hardware(config: Config) -> SimHardware:
     c = config.capture
     source = None
     if sim.camera_file is not None:
-        source = OpenCvCamera(str(sim.camera_file), c.width, c.height, loop=True)
-    devices = {"camera": SimCamera(timeline, faults, c.width, c.height, c.fps, sim.realtime,
-                                   source),
+        from capture.v4l2 import V4l2Camera
+        source = V4l2Camera(str(sim.camera_file), c.width, c.height, c.fps, device_format=None,
+                            loop=True)
+    camera: SimCamera | SimEncodingCamera = SimCamera(
+        timeline, faults, c.width, c.height, c.fps, sim.realtime, source,
+        close_timeout=c.stall_timeout_s)
+    if sim.encoder == "picamera2":  # the Pi camera's path: the camera encodes
+        camera = SimEncodingCamera(camera)
+    devices = {"camera": camera,
                "microphone": SimMicrophone(timeline, faults, c.audio_rate, sim.realtime)}
     parts = SimParts(timeline, faults, factory, speaker, devices)
     parts.status_led = StatusLed(gpio.status_led_pins, pin_factory=factory)

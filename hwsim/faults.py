@@ -4,7 +4,8 @@ from __future__ import annotations
 import threading
 
 KNOWN = frozenset({"led", "speaker", "camera", "microphone", "camera_close", "microphone_close",
-                   "camera_stall", "microphone_error", "disk_full"})
+                   "camera_stall", "microphone_error", "disk_full", "camera_drop",
+                   "camera_close_hang"})
 
 
 class Faults:

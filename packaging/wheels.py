@@ -75,6 +75,10 @@ APT_PROVIDED = {
     "evdev": ("python3-evdev", "1.6.1"),
 }
 
+# Requirements of the `pi` extra that only Raspberry Pi OS packages (debian/control recommends
+# them; plain Debian has none): never vendored, never checked in a Debian 12 root.
+RASPBERRY_PI_OS = {"lgpio": "python3-lgpio"}
+
 PYTHON = "3.11"  # Debian 12's python3; the lock's compiled wheels are for this ABI only
 VENV = Path("usr/lib/classcam")  # inside the package
 SITE = VENV / "lib" / f"python{PYTHON}" / "site-packages"
@@ -181,7 +185,7 @@ def vendored_requirements(local_wheels: list[Path], arch: str) -> list[str]:
             if not _applies(req, arch, extras):
                 continue
             name = canonicalize_name(req.name)
-            if name in local_names or name in APT_PROVIDED:
+            if name in local_names or name in APT_PROVIDED or name in RASPBERRY_PI_OS:
                 continue
             req.marker = None
             wanted.append(str(req))

@@ -237,7 +237,8 @@ def _check_content(entry: SegmentEntry, frames: int, first_pts: float | None) ->
     """The decrypted segment holds the frames, from the time, its manifest entry says. (The
     hashes already match; this catches a unit that listed what it did not write.)"""
     interval = entry.duration - (entry.last_pts - entry.first_pts)  # one frame's duration
-    expected = round(entry.duration / interval) if interval > 0 else -1
+    # The frames the camera dropped are a gap in time, not pictures.
+    expected = round(entry.duration / interval) - entry.dropped_frames if interval > 0 else -1
     if frames != expected:
         raise RecordingRefused([f"{entry.file} holds {frames} video frames, the manifest says "
                                 f"{expected}"])

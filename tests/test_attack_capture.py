@@ -3,9 +3,9 @@ device read that never returns, and a quota stop. None may leave a gap that is s
 thread, a descriptor or a partial file, wedge a stop, or keep a recording's encoders alive."""
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import errno
+import fractions
 import gc
 import os
 import sys
@@ -23,9 +23,9 @@ from gpiozero.pins.mock import MockFactory
 
 from capture import pipeline
 from capture.devices import CaptureError
-from capture.opencv import OpenCvCamera
-from capture.pi import PiCamera, SoundDeviceMicrophone
-from capture.pipeline import CaptureSettings, DiskFull, Recorder
+from capture.pi import SoundDeviceMicrophone
+from capture.pipeline import CameraFrame, CaptureSettings, DiskFull, Recorder
+from capture.v4l2 import V4l2Camera
 from capture.sealing import SealingSink
 from hwsim.capture import background, draw_frame
 from led_indicator.guard import CaptureGuard, StillOpen
@@ -67,14 +67,15 @@ class FakeCamera:
     def close(self) -> None:
         pass
 
-    def read(self, timeout: float) -> np.ndarray:
+    def read(self, timeout: float) -> CameraFrame:
         if self.hang_after is not None and self.frames >= self.hang_after:
             self.hanging.set()
             self.release.wait()
             raise CaptureError("camera: released")
         image = draw_frame(self._background, self.frames, SETTINGS.fps)
         self.frames += 1
-        return image
+        return CameraFrame(av.VideoFrame.from_ndarray(image, format="yuv420p"),
+                           self.frames * 1_000_000_000 // SETTINGS.fps)
 
 
 class FakeMicrophone:
@@ -281,52 +282,57 @@ def test_stop_returns_when_the_disk_wedges_and_the_late_segment_is_never_sealed(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seg-000001.json", "seg-000001.ts.age"]
 
 
-class HangingCapture:
-    """Stands in for `cv2.VideoCapture`: frames until `hang` is set, then a read that blocks
-    until `unblock` is set (a webcam unplugged mid-frame)."""
+class HangingInput:
+    """Stands in for the container `av.open` gives for a webcam: pictures until `hang` is set,
+    then a decode that blocks until `unblock` is set (a webcam unplugged mid-frame)."""
 
     hang = threading.Event()
     unblock = threading.Event()
-    released: list[str] = []
+    closed: list[str] = []
 
     def __init__(self, source):
         self._source = source
-        self._n = 0
 
-    def isOpened(self) -> bool:
-        return True
+    def decode(self, video=0):
+        n = 0
+        while True:
+            if self.hang.is_set():
+                self.unblock.wait()
+            picture = av.VideoFrame.from_ndarray(
+                draw_frame(background(SETTINGS.width, SETTINGS.height), n, SETTINGS.fps),
+                format="yuv420p")
+            picture.pts, picture.time_base = n * 100_000, fractions.Fraction(1, 1_000_000)
+            n += 1
+            yield picture
 
-    def read(self):
-        if self.hang.is_set():
-            self.unblock.wait()
-        self._n += 1
-        return True, draw_frame(background(SETTINGS.width, SETTINGS.height), self._n - 1,
-                                SETTINGS.fps)
-
-    def set(self, prop, value) -> bool:
-        return True
-
-    def release(self) -> None:
-        HangingCapture.released.append(self._source)
+    def close(self) -> None:
+        HangingInput.closed.append(self._source)
 
 
 @pytest.fixture
 def hanging_webcam(monkeypatch):
-    import cv2
+    HangingInput.hang = threading.Event()
+    HangingInput.unblock = threading.Event()
+    HangingInput.closed = []
+    real_open = av.open
 
-    HangingCapture.hang = threading.Event()
-    HangingCapture.unblock = threading.Event()
-    HangingCapture.released = []
-    monkeypatch.setattr(cv2, "VideoCapture", HangingCapture)
-    yield HangingCapture
-    HangingCapture.unblock.set()
+    def open_webcam(source, *args, **kwargs):
+        if isinstance(source, str) and source.startswith("/dev/video"):
+            return HangingInput(source)
+        return real_open(source, *args, **kwargs)  # the segments' muxers
+
+    monkeypatch.setattr(av, "open", open_webcam)
+    yield HangingInput
+    HangingInput.unblock.set()
 
 
 def test_a_webcam_read_that_hangs_gives_up_at_its_timeout_and_the_camera_refuses_to_close(
         hanging_webcam):
-    camera = OpenCvCamera("/dev/video9", SETTINGS.width, SETTINGS.height)
+    camera = V4l2Camera("/dev/video9", SETTINGS.width, SETTINGS.height, SETTINGS.fps)
     camera.open()
-    assert camera.read(timeout=1.0).shape == (SETTINGS.height, SETTINGS.width, 3)
+    frame = camera.read(timeout=1.0)
+    assert (frame.picture.width, frame.picture.height) == (SETTINGS.width, SETTINGS.height)
+    assert frame.picture.format.name == "yuv420p"
     hanging_webcam.hang.set()
     started = time.monotonic()
     with pytest.raises(CaptureError, match=r"no frame within 0.2 s"):
@@ -338,15 +344,15 @@ def test_a_webcam_read_that_hangs_gives_up_at_its_timeout_and_the_camera_refuses
         camera.close()
     with pytest.raises(CaptureError, match="may still be capturing"):
         camera.open()  # the next recording: not while the last one's read is stuck
-    assert hanging_webcam.released == []  # not released under a read in progress
+    assert hanging_webcam.closed == []  # not closed under a read in progress
     hanging_webcam.hang.clear()
     hanging_webcam.unblock.set()
     wait_for(lambda: not _read_in_progress(camera), what="the stuck read to return")
     camera.close()
-    assert hanging_webcam.released == ["/dev/video9"]
+    assert hanging_webcam.closed == ["/dev/video9"]
 
 
-def _read_in_progress(camera: OpenCvCamera) -> bool:
+def _read_in_progress(camera: V4l2Camera) -> bool:
     try:
         camera.read(timeout=1.0)
         return False
@@ -358,7 +364,7 @@ def test_a_webcam_that_hangs_mid_recording_is_stopped_and_the_led_stays_lit(
         tmp_path, identity, recipient, hanging_webcam):
     led = RecordingLed("GPIO17", pin_factory=MockFactory())
     guard = CaptureGuard(led)
-    camera = OpenCvCamera("/dev/video9", SETTINGS.width, SETTINGS.height)
+    camera = V4l2Camera("/dev/video9", SETTINGS.width, SETTINGS.height, SETTINGS.fps)
     guard.light()
     microphone = FakeMicrophone()
     guard.open(camera)
@@ -391,65 +397,6 @@ def _closes(guard: CaptureGuard) -> bool:
         return True
     except StillOpen:
         return False
-
-
-class FakePicamera2:
-    """picamera2's queueing, for a camera that delivers no frame: each capture is a job that
-    waits for a frame, jobs run in order, and `stop()` is one more job behind them."""
-
-    instances: list[FakePicamera2] = []
-
-    def __init__(self):
-        self.jobs: list[concurrent.futures.Future] = []
-        self.stopped = False
-        FakePicamera2.instances.append(self)
-
-    def create_video_configuration(self, **config):
-        return config
-
-    def configure(self, config) -> None:
-        pass
-
-    def start(self) -> None:
-        pass
-
-    def capture_array(self, name="main", wait=None, signal_function=None):
-        job = concurrent.futures.Future()
-        self.jobs.append(job)
-        if wait is False:
-            return job
-        return job.result(timeout=None if wait in (None, True) else wait)
-
-    def wait(self, job, timeout=None):
-        return job.result(timeout=timeout)
-
-    def cancel_all_and_flush(self) -> None:
-        for job in self.jobs:
-            job.cancel()
-        self.jobs = []
-
-    def stop(self) -> None:
-        if any(not job.done() for job in self.jobs):
-            # picamera2 would wait here for ever: its stop job runs after the pending capture.
-            raise AssertionError("stop() queued behind a capture that never completes")
-        self.stopped = True
-
-    def close(self) -> None:
-        pass
-
-
-def test_a_pi_camera_read_gives_up_at_its_timeout_and_the_camera_still_closes(monkeypatch):
-    monkeypatch.setitem(sys.modules, "picamera2",
-                        types.SimpleNamespace(Picamera2=FakePicamera2))
-    FakePicamera2.instances = []
-    camera = PiCamera(size=(SETTINGS.width, SETTINGS.height))
-    camera.open()
-    started = time.monotonic()
-    with pytest.raises(CaptureError, match="no frame within 0.2 s"):
-        camera.read(timeout=0.2)
-    assert time.monotonic() - started < 1.0
-    camera.close()
-    assert FakePicamera2.instances[0].stopped
 
 
 class FakeInputStream:

@@ -16,6 +16,16 @@ from tests.media import (decode_segments, identity, looks_like_plaintext_media,
                          recording_dirs)
 
 
+@pytest.fixture(params=["libx264", "picamera2"])
+def lab(lab_template, short_dir, request):
+    """The classroom, its camera's frames encoded by the chain (libx264, as a USB webcam's) or
+    by the camera itself through the chain's Output (as the Pi camera's, by picamera2)."""
+    lab = lab_template.copy(short_dir)
+    lab.settings["sim"] = {"encoder": request.param}
+    lab.write_config()
+    return lab
+
+
 def _frames(events) -> list[int]:
     return [e["n"] for e in events if e["ev"] == "frame"]
 
@@ -188,15 +198,17 @@ def test_full_disk_stops_recording_before_a_segment_is_lost(unit, lab):
 
 
 def test_camera_reading_a_real_video_file_the_usb_webcam_path(lab):
-    import cv2
+    import av
     from hwsim.capture import background, draw_frame
-    video = lab.root / "classroom.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25, (320, 240))
+    video = lab.root / "classroom.mp4"
     ground = background(320, 240)
-    for n in range(30):
-        writer.write(draw_frame(ground, 1000 + n, 25))
-    writer.release()
-    lab.settings["sim"] = {"camera_file": str(video)}
+    with av.open(str(video), "w") as out:
+        stream = out.add_stream("libx264", rate=25, width=320, height=240)
+        for n in range(30):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(draw_frame(ground, 1000 + n, 25),
+                                                             format="yuv420p")))
+        out.mux(stream.encode(None))
+    lab.settings["sim"]["camera_file"] = str(video)
     lab.write_config()
     with lab.daemon() as unit:
         assert unit.lesson("t-evans", seconds=2.0)["ok"]

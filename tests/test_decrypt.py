@@ -23,11 +23,12 @@ from hwsim.lab import PASSPHRASE
 from tests.media import identity, recording_dirs
 
 
-@pytest.fixture(scope="module")
-def recorded(lab_template):
-    """Two recordings by t-evans (the second to borrow a segment from), made once."""
+@pytest.fixture(scope="module", params=["libx264", "picamera2"])
+def recorded(lab_template, request):
+    """Two recordings by t-evans (the second to borrow a segment from), made once for each
+    encoder: the chain's libx264, and the camera's own through the chain's Output."""
     root = Path(tempfile.mkdtemp(prefix="cc-"))
-    lab = lab_template.copy(root)
+    lab = lab_template.copy(root, sim={"encoder": request.param})
     with lab.daemon() as unit:
         assert unit.lesson("t-evans", seconds=3.2)["ok"]
         frames = [e["n"] for e in lab.timeline() if e["ev"] == "frame"]

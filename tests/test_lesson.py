@@ -4,8 +4,20 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from hwsim.invariants import check_all, check_p1, check_p2, check_p3, device_intervals, led_intervals
 from tests.media import spool_contents
+
+
+@pytest.fixture(params=["libx264", "picamera2"])
+def lab(lab_template, short_dir, request):
+    """The classroom, its camera's frames encoded by the chain (libx264, as a USB webcam's) or
+    by the camera itself through the chain's Output (as the Pi camera's, by picamera2)."""
+    lab = lab_template.copy(short_dir)
+    lab.settings["sim"] = {"encoder": request.param}
+    lab.write_config()
+    return lab
 
 
 def test_a_lesson_keeps_p1_p2_p3_with_times(unit, lab):
@@ -39,7 +51,7 @@ def test_stop_while_armed_disarms_without_opening(unit, lab):
 
 
 def test_stop_while_starting_cuts_the_notice_and_never_opens(lab):
-    lab.settings["sim"] = {"speed": 1.0}  # a notice of several seconds, so stop lands inside it
+    lab.settings["sim"]["speed"] = 1.0  # a notice of several seconds, so stop lands inside it
     lab.write_config()
     with lab.daemon() as unit:
         unit.control("press")

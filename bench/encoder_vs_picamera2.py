@@ -1,0 +1,192 @@
+"""CPU per 720p frame of our software capture chain against picamera2's own software path, on the
+same frames in one run; and the idle daemon's memory.
+
+    python bench/encoder_vs_picamera2.py [--frames 500] [--reps 3] [--quick]
+
+Source: K distinct 1280x720 YUV 4:2:0 frames drawn by the simulator's `draw_frame`, pre-rendered
+and looped, each handed over as `av.VideoFrame.from_numpy_buffer` (no copy), as picamera2 does
+with a request's buffer.
+
+  peer   picamera2's `LibavH264Encoder` (its source, 0.3.38: what a Pi 5 uses for `H264Encoder`,
+         and what any Pi uses without the hardware encoder): libx264 through PyAV, preset
+         "ultrafast", tune "zerolatency", deblock 1, thread_count 0 with frame threads, time base
+         1 us, gop = iperiod, then `FileOutput` writing each packet's bytes to a file. Repeated
+         here with PyAV, setting for setting (picamera2 itself needs libcamera to run).
+  ours   the real `capture.pipeline.Recorder` with a camera giving those frames as fast as they
+         are taken and a silent microphone: libx264 with the same preset and keyframe period,
+         AAC, MPEG-TS segments, age encryption on a thread, sealed segments on disk.
+
+CPU is user+sys of this process (getrusage: every thread, x264's included) over the run, divided
+by the frames; the RATIO is ours / peer (aim: <= 1.1). The best of `--reps` alternated runs of
+each is compared. Then the real daemon (`classcam run --hw sim`) is started and its RSS read
+while idle (aim: <= 60 MiB).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import av  # noqa: E402
+import numpy as np  # noqa: E402
+import pyrage  # noqa: E402
+
+from capture.devices import CaptureError  # noqa: E402
+from capture.pipeline import CameraFrame, CaptureSettings, Recorder  # noqa: E402
+from hwsim.capture import background, draw_frame  # noqa: E402
+from procstat import loadavg, proc_status  # noqa: E402
+
+OUT = ROOT / "bench" / "out" / "encoder_vs_picamera2"
+WIDTH, HEIGHT, FPS = 1280, 720, 25
+SETTINGS = CaptureSettings(width=WIDTH, height=HEIGHT, fps=FPS, min_free_mb=1,
+                           x264_preset="ultrafast", segment_seconds=10)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=500, help="frames per run")
+    parser.add_argument("--distinct", type=int, default=50, help="distinct pre-rendered frames")
+    parser.add_argument("--reps", type=int, default=3, help="peer/ours pairs, alternated")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.frames, args.reps = 150, 1
+    print(f"load average before {loadavg():.2f}")
+    ground = background(WIDTH, HEIGHT)
+    frames = [draw_frame(ground, n, FPS) for n in range(args.distinct)]
+    OUT.mkdir(parents=True, exist_ok=True)
+    peers, ours = [], []
+    for _ in range(args.reps):
+        peers.append(picamera2_software_path(frames, args.frames))
+        ours.append(our_chain(frames, args.frames))
+    peer, mine = min(peers), min(ours)
+    print(f"CPU per {WIDTH}x{HEIGHT} frame, {args.frames} frames, best of {args.reps}:")
+    print(f"  peer: picamera2 LibavH264Encoder + FileOutput   {1e3 * peer:6.2f} ms "
+          f"(runs: {', '.join(f'{1e3 * p:.2f}' for p in peers)})")
+    print(f"  ours: Recorder, x264 + AAC + TS + age, sealed   {1e3 * mine:6.2f} ms "
+          f"(runs: {', '.join(f'{1e3 * p:.2f}' for p in ours)})")
+    print(f"  RATIO ours/peer {mine / peer:.2f}  (aim <= 1.1)")
+    shutil.rmtree(OUT, ignore_errors=True)
+    rss = idle_daemon_rss_mib()
+    print(f"idle daemon RSS (classcam run --hw sim, 2 s after start): {rss:.1f} MiB  "
+          "(aim <= 60)")
+    print(f"load average after {loadavg():.2f}")
+    return 0
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def picamera2_software_path(frames: list[np.ndarray], total: int) -> float:
+    """CPU seconds per frame of LibavH264Encoder's `_start`/`_encode`/`_stop` with FileOutput."""
+    container = av.open(os.devnull, "w", format="null")
+    stream = container.add_stream("h264", rate=FPS)
+    stream.codec_context.thread_count = 0
+    stream.codec_context.thread_type = av.codec.context.ThreadType.FRAME
+    stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+    stream.codec_context.bit_rate = SETTINGS.video_bitrate_kbps * 1000
+    stream.codec_context.gop_size = FPS  # iperiod, as ours
+    stream.codec_context.options["preset"] = "ultrafast"
+    stream.codec_context.options["deblock"] = "1"
+    stream.codec_context.time_base = Fraction(1, 1_000_000)
+    stream.codec_context.options["tune"] = "zerolatency"
+    cpu0 = _cpu()
+    with open(OUT / "picamera2.h264", "wb") as out:  # FileOutput
+        for n in range(total):
+            frame = av.VideoFrame.from_numpy_buffer(frames[n % len(frames)], format="yuv420p",
+                                                    width=WIDTH)
+            frame.pts = n * 1_000_000 // FPS
+            for packet in stream.encode(frame):
+                out.write(bytes(packet))
+        for packet in stream.encode():
+            out.write(bytes(packet))
+    container.close()
+    cpu = _cpu() - cpu0
+    (OUT / "picamera2.h264").unlink()
+    return cpu / total
+
+
+class _Ended(CaptureError):
+    """Every frame has been given."""
+
+
+class ReplayCamera:
+    name = "camera"
+
+    def __init__(self, frames: list[np.ndarray], total: int):
+        self._frames, self._total, self.n = frames, total, 0
+        self.ended = threading.Event()
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def read(self, timeout: float) -> CameraFrame:
+        if self.n >= self._total:
+            self.ended.set()
+            raise _Ended("all frames given")
+        picture = av.VideoFrame.from_numpy_buffer(self._frames[self.n % len(self._frames)],
+                                                  format="yuv420p")
+        self.n += 1
+        return CameraFrame(picture, self.n * 1_000_000_000 // FPS)
+
+
+class SilentMicrophone:
+    name = "microphone"
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def read(self, samples: int, timeout: float) -> np.ndarray:
+        return np.zeros(samples, np.float32)
+
+
+def our_chain(frames: list[np.ndarray], total: int) -> float:
+    """CPU seconds per frame of the real Recorder, to sealed segments."""
+    directory = OUT / "ours"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir()
+    recipient = str(pyrage.x25519.Identity.generate().to_public())
+    camera = ReplayCamera(frames, total)
+    recorder = Recorder(camera, SilentMicrophone(), directory, recipient, SETTINGS,
+                        free_bytes=lambda p: 1 << 40)
+    cpu0 = _cpu()
+    recorder.start()
+    camera.ended.wait()
+    recorder.stop()
+    cpu = _cpu() - cpu0
+    assert isinstance(recorder.error, _Ended), recorder.error
+    assert recorder.frames == total
+    shutil.rmtree(directory)
+    return cpu / total
+
+
+def idle_daemon_rss_mib() -> float:
+    from hwsim.lab import Lab
+    root = Path(tempfile.mkdtemp(prefix="cc-"))
+    try:
+        lab = Lab.create(root, teachers={"t-evans": "4321"})
+        with lab.daemon() as unit:
+            time.sleep(2)
+            return proc_status(unit.proc.pid)["VmRSS"] / 1024
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
