@@ -70,6 +70,7 @@ class Camera(Protocol):
 
 class Microphone(Protocol):
     name: str
+    overflows: int  # times samples were lost since open() (capture.audio); in the manifest
 
     def open(self) -> None: ...
 
