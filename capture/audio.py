@@ -41,8 +41,10 @@ OVERFLOW_WINDOW_S = 60.0  # ... within this long end the recording
 CLOSE_TIMEOUT_S = 2.0   # the reader thread returns within one block; this bounds a dead device
 
 # PortAudio builds its list of devices when it is initialised and keeps it; the list is rebuilt
-# (to see a speaker unplugged since) only while no stream of ours is open.
+# (to see a speaker unplugged since) only while no stream of ours is open: re-initialising
+# PortAudio closes every open stream. Held while a stream opens, plays or closes.
 PORTAUDIO = threading.Lock()
+_streams_open = 0  # microphone streams open (a notice holds PORTAUDIO while it plays)
 # Names that do not say which card they reach. ALSA's default is HDMI on a headless Pi.
 UNNAMED = {"default", "sysdefault"}
 
@@ -78,8 +80,9 @@ def check_devices(speaker: str | None, microphone: str | None, allow_hdmi: bool 
     a device unplugged since start-up is missing."""
     with PORTAUDIO:
         import sounddevice
-        sounddevice._terminate()
-        sounddevice._initialize()
+        if not _streams_open:  # sounddevice's own way to list devices afresh
+            sounddevice._terminate()
+            sounddevice._initialize()
         for role, kind, name in (("speaker", "output", speaker),
                                  ("microphone", "input", microphone)):
             if name is None:
@@ -110,6 +113,12 @@ def find_device(name: str, kind: str) -> SoundDevice | str:
 def is_hdmi(device_name: str) -> bool:
     """Whether a PortAudio device name is (or may be) an HDMI output."""
     return device_name in UNNAMED or "hdmi" in device_name.lower()
+
+
+def _opened(change: int) -> None:
+    """Count a stream opened (+1) or closed (-1); called holding PORTAUDIO."""
+    global _streams_open
+    _streams_open += change
 
 
 class SoundDeviceMicrophone:
@@ -143,6 +152,7 @@ class SoundDeviceMicrophone:
                                                  dtype="float32", device=self._device,
                                                  blocksize=self._block, latency=LATENCY_S)
                 self._stream = stream  # before start(): close() closes it if starting fails
+                _opened(+1)
                 stream.start()
         except Exception as e:
             raise CaptureError(f"microphone: {e}") from e
@@ -191,6 +201,7 @@ class SoundDeviceMicrophone:
                     stream.stop()
                 finally:
                     stream.close()
+                    _opened(-1)
 
     def _queued_blocks(self) -> int:
         return max(1, int(BUFFER_S / BLOCK_S))
