@@ -215,11 +215,15 @@ def _fleet(args) -> int:
 
 
 def _led_off(args) -> int:
-    import gpiozero
-    config = _config(args)
-    led = gpiozero.LED(config.gpio.recording_led_pin)
-    led.off()
-    led.close()
+    """Reads only the LED's pin (a broken configuration must not keep the LED lit, P2)."""
+    from led_indicator.off import leave_low, led_pin
+    pin, why = led_pin(args.config)
+    if why is not None:
+        print(f"led-off: {why}; using the default pin {pin}", file=sys.stderr)
+    try:
+        leave_low(pin)
+    except Exception as e:
+        raise UsageError(f"led-off: cannot drive {pin} low: {e}") from None
     return 0
 
 

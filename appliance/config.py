@@ -15,6 +15,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_valid
                       model_validator)
 
 from formats import ids
+from led_indicator.off import DEFAULT_LED_PIN
 
 DEFAULT_PATH = Path("/etc/classcam/classcam.toml")
 
@@ -189,9 +190,33 @@ class HealthConfig(_Section):
         return self
 
 
+class AudioConfig(_Section):
+    """The unit's loudspeaker and microphone, by PortAudio device name (README, "[audio]").
+
+    A name is matched as sounddevice matches it: a device whose name contains it, e.g.
+    "Headphones" for "bcm2835 Headphones: - (hw:0,0)", or an ALSA PCM defined in asound.conf.
+    Checked at start-up and before every arm: a device that is missing, or that is HDMI, is a
+    fault and the unit does not arm, since the notice must reach the room (P3). "default" is
+    ALSA's default device, which on a headless Pi is HDMI: it counts as HDMI."""
+
+    speaker: str = "default"
+    microphone: str = "default"
+    # Let an HDMI output (a monitor's or a classroom screen's speakers) play the notice.
+    allow_hdmi: bool = False
+    # The rate the notice is played at, resampled to it; 0: the speaker's own default rate.
+    speaker_rate: int = Field(default=0, ge=0, le=192000)
+
+    @field_validator("speaker", "microphone")
+    @classmethod
+    def _named(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name a device")
+        return value
+
+
 class GpioConfig(_Section):
     button_pin: str = "GPIO17"
-    recording_led_pin: str = "GPIO27"
+    recording_led_pin: str = DEFAULT_LED_PIN
     status_led_pins: list[str] = Field(default=["GPIO5", "GPIO6", "GPIO13"], min_length=3, max_length=3)
     button_bounce_s: float = Field(default=0.05, ge=0, le=1)
 
@@ -208,6 +233,9 @@ class SimConfig(_Section):
     timeline: FilePath | None = None
     control_socket: FilePath | None = None
     pad_keystore: FilePath | None = None
+    # "sounddevice": play through PortAudio as well, to [audio] speaker when the configuration
+    # has an [audio] table (checked as on a Pi; the simulated microphone is not), else to
+    # PortAudio's default device, unchecked.
     speaker: Literal["memory", "sounddevice"] = "memory"
     # Frames and samples at the real rate (true), or as fast as the encoder takes them (false).
     realtime: bool = True
@@ -228,6 +256,7 @@ class Config(_Section):
     notice: NoticeConfig = NoticeConfig()
     pad: PadConfig = PadConfig()
     gpio: GpioConfig = GpioConfig()
+    audio: AudioConfig = AudioConfig()
     clock: ClockConfig = ClockConfig()
     upload: UploadConfig = UploadConfig()
     spool: SpoolConfig = SpoolConfig()

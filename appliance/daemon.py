@@ -15,6 +15,7 @@ import logging
 import resource
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -24,6 +25,7 @@ from appliance.clock import synchronised_check
 from appliance.config import Config, ConfigError, load
 from appliance.device_key import DeviceKeyError, load_or_create
 from appliance.hardware import Hardware, make_hardware
+from appliance.memory import lock_memory, swap_problem
 from appliance.notice import Notices, NoticeUnavailable
 from appliance.padlink import PadLink, SerialPad, serve_socket
 from appliance.recordings import recover_interrupted
@@ -55,6 +57,14 @@ def run(config_path: Path, hw_kind: str) -> int:
     # P4: a core dump would put plaintext frames on disk. The unit file says LimitCORE=0 too;
     # this holds even if the daemon is started some other way.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # P4: locked memory is never swapped, whatever the kernel (appliance/memory.py). If it
+    # cannot be locked, the unit arms only while no unencrypted swap is active.
+    checks: dict[str, Callable[[], str | None]] = {}
+    not_locked = lock_memory()
+    if not_locked is not None:
+        log.warning("memory: cannot lock the daemon's memory (%s); recording is refused while "
+                    "unencrypted swap is active", not_locked)
+        checks["memory"] = swap_problem
     try:
         config = load(config_path)
     except ConfigError as e:
@@ -74,7 +84,7 @@ def run(config_path: Path, hw_kind: str) -> int:
         log.error("hardware: cannot start the %s backends: %s", hw_kind, e)
         return 1
     try:
-        return asyncio.run(serve(config, hw, client, probe))
+        return asyncio.run(serve(config, hw, client, probe, checks))
     except DeviceKeyError as e:
         log.error("device key: %s", e)
         return 1
@@ -96,8 +106,10 @@ def upload_client(config: Config, allow_plain_http: bool = False) -> UploadClien
 
 
 async def serve(config: Config, hw: Hardware, client: UploadClient | None = None,
-                probe: UploadClient | None = None) -> int:
-    """Run until SIGTERM/SIGINT; the unit is left idle with the recording LED off."""
+                probe: UploadClient | None = None,
+                checks: dict[str, Callable[[], str | None]] | None = None) -> int:
+    """Run until SIGTERM/SIGINT; the unit is left idle with the recording LED off. `checks`
+    must hold before every arm besides the sound devices' (see `Unit.ready`)."""
     started = time.monotonic()
     loop = asyncio.get_running_loop()
     supervisor = Supervisor()
@@ -111,7 +123,8 @@ async def serve(config: Config, hw: Hardware, client: UploadClient | None = None
         notice_error = str(e)
     clock_synchronised = synchronised_check(config.clock.synchronised)
     unit = Unit(config, roster, spool, hw, notices, device_key, clock_synchronised,
-                notices_error=notice_error)
+                notices_error=notice_error, checks=checks)
+    await unit.ready()  # at start-up too: a fault shows (and is in the journal) at once
     # From here on, as soon as anyone could use the unit, every journal line waits for the next
     # health tick (P9); `run` writes out what is held however `serve` ends.
     held = hold_lines()

@@ -54,6 +54,9 @@ class Hardware:
     microphone: Microphone
     trace: Trace = no_trace
     free_bytes: Callable[[Path], int] = lambda path: shutil.disk_usage(path).free
+    # Why the speaker or microphone cannot be used (missing, or HDMI), or None; called at
+    # start-up and before every arm, off the event loop (it may rescan the sound devices).
+    check_audio: Callable[[], str | None] = lambda: None
     # Tasks a backend runs beside the daemon, each given the running unit and cancelled when the
     # daemon stops; the Pi backend runs none.
     tasks: list[Callable[[Unit], Awaitable[None]]] = field(default_factory=list)

@@ -9,13 +9,23 @@ import threading
 from appliance.health.journal import journal_handler
 
 
+# The daemon's own loggers, which say what IT needs at INFO. Every other logger (picamera2 says
+# "Camera started" at INFO, paho, urllib3) is held to WARNING: a library's line written when a
+# lesson starts or stops would say when it did (P9).
+OWN_LOGGERS = ("classcam", "health", "appliance", "capture", "uploader", "led_indicator",
+               "formats")
+
+
 def setup(level: int = logging.INFO) -> None:
     """Send the root logger's lines to the journal (or stderr off systemd). Python's warnings
     and a thread's dying traceback go the same way, so that they too wait for the health tick
-    instead of reaching stderr when they happen (P9)."""
+    instead of reaching stderr when they happen (P9). Libraries log warnings and errors only;
+    the daemon's own loggers log at `level`."""
     root = logging.getLogger()
     root.handlers[:] = [journal_handler()]
-    root.setLevel(level)
+    root.setLevel(max(level, logging.WARNING))
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(level)
     logging.captureWarnings(True)
     threading.excepthook = _thread_died
 

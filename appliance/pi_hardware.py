@@ -13,9 +13,11 @@ from led_indicator.lights import RecordingLed, StatusLed
 def make_pi_hardware(config: Config) -> Hardware:
     """The unit's real devices, on the pins and at the sizes `config` names."""
     from appliance.speaker import SoundDeviceSpeaker
-    from capture.pi import PiCamera, SoundDeviceMicrophone
+    from capture import audio
+    from capture.pi import PiCamera
     from capture.pipeline import Camera
-    gpio, c = config.gpio, config.capture
+    gpio, c, a = config.gpio, config.capture, config.audio
+    audio.initialise()  # now, not when a lesson starts: PortAudio's first use prints (P9)
     camera: Camera
     if config.camera.kind == "v4l2":  # a USB webcam, encoded by the chain
         from capture.v4l2 import V4l2Camera
@@ -27,7 +29,8 @@ def make_pi_hardware(config: Config) -> Hardware:
         button=gpiozero.Button(gpio.button_pin, pull_up=True, bounce_time=gpio.button_bounce_s or None),
         recording_led=RecordingLed(gpio.recording_led_pin),
         status_led=StatusLed(gpio.status_led_pins),
-        speaker=SoundDeviceSpeaker(),
+        speaker=SoundDeviceSpeaker(a.speaker, a.speaker_rate),
         camera=camera,
-        microphone=SoundDeviceMicrophone(c.audio_rate),
+        microphone=audio.SoundDeviceMicrophone(c.audio_rate, a.microphone),
+        check_audio=lambda: audio.check_devices(a.speaker, a.microphone, a.allow_hdmi),
     )

@@ -73,7 +73,8 @@ class Unit:
     def __init__(self, config: Config, roster: Roster, spool: Spool, hw: Hardware,
                  notices: Notices | None, device_key: Ed25519PrivateKey,
                  clock_synchronised: Callable[[], bool] = lambda: False,
-                 notices_error: str | None = None):
+                 notices_error: str | None = None,
+                 checks: dict[str, Callable[[], str | None]] | None = None):
         self.config = config
         self.state = State.IDLE
         self._state_since = time.monotonic()
@@ -104,6 +105,11 @@ class Unit:
         self._stop_requested = asyncio.Event()
         self._cancel_notice = threading.Event()
         self._upload = UploadStatus(spool.backlog(), None)
+        # What must hold before the unit arms, by the component a failure is a fault of: the
+        # speaker and microphone (P3), and `checks` given by the daemon (memory, P4). Each
+        # returns None, or why not; each may block, so it runs off the loop.
+        self._checks = {"audio": hw.check_audio, **(checks or {})}
+        self._checking = False
         if notices is None:
             self._set_fault("speaker", notices_error or "notice unavailable")
         self._show()
@@ -124,7 +130,10 @@ class Unit:
         armed, stop when starting or recording."""
         self._hw.trace("press", source=source, state=self.state.value)
         if self.state is State.IDLE:
-            self._arm()
+            if self._checking:
+                return  # a press while the devices are checked is the same press
+            if await self.ready() and self.state is State.IDLE:
+                self._arm()
         elif self.state is State.ARMED:
             self._disarm()
         elif self.state in (State.STARTING, State.RECORDING):
@@ -170,6 +179,25 @@ class Unit:
         self._set_state(State.STARTING)
         self._session_task = asyncio.create_task(self._session(token))
         return Result(True, "recording")
+
+    async def ready(self) -> bool:
+        """Run the checks that must hold before the unit arms (at start-up and before every
+        arm). A failed one is a fault: one journal line with its reason (once, while it
+        lasts), the status light, and False: the unit does not arm. A check that passes again
+        clears its fault."""
+        self._checking = True
+        try:
+            for component, check in self._checks.items():
+                reason = await asyncio.to_thread(check)
+                if reason is not None:
+                    if (self.fault, self.fault_reason) != (component, reason):
+                        self._set_fault(component, reason)
+                    self._hw.trace("refused", why=component)
+                    return False
+                self.clear_fault(component)
+            return True
+        finally:
+            self._checking = False
 
     def report_fault(self, component: str, reason: str) -> None:
         """A part outside the recording chain (the pad link) failed: one journal line, and the
@@ -326,7 +354,8 @@ class Unit:
                 await asyncio.to_thread(self._spool.forget, recording.recording_id)
                 return
             entries = await asyncio.to_thread(recordings.finish, recording, self._spool,
-                                              self.config.device.id, self._device_key, ended_by)
+                                              self.config.device.id, self._device_key, ended_by,
+                                              audio_overflows=self._hw.microphone.overflows)
         except Exception as e:  # e.g. the disk is full (ENOSPC)
             # What was sealed stays queued for upload (P7); the next start finishes the
             # recording (`recover_interrupted` writes the manifest, or removes an empty one).

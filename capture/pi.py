@@ -1,28 +1,19 @@
-"""The Raspberry Pi's own capture devices: the camera through picamera2, the microphone through
-sounddevice. Imported only by the `pi` hardware factory; neither library is needed elsewhere.
+"""The Raspberry Pi's own camera through picamera2 (the microphone is in `capture.audio`).
+Imported only by the `pi` hardware factory; picamera2 is needed nowhere else.
 (picamera2 needs libcamera, so on a PC the tests run picamera2's real package with libcamera
 stubbed: tests/test_picamera2_camera.py.)
 
-Both reads honour their timeout: the camera's frames come through its encoder's output, which the
-chain waits on for at most that long (`capture.encoders.PacketOutput`), and the microphone's
-samples arrive through a callback into a queue that a read waits on for at most that long
-(PortAudio's blocking read has no timeout)."""
+A read honours its timeout: the camera's frames come through its encoder's output, which the
+chain waits on for at most that long (`capture.encoders.PacketOutput`)."""
 from __future__ import annotations
 
-import queue
-import time
 from typing import Any
 
-import numpy as np
 
 from capture.devices import CaptureError, bounded_close
 from capture.encoders import PacketOutput, keyframe_period
 from capture.pipeline import CaptureSettings
 
-# The microphone's samples arrive in blocks of 20 ms; this many blocks (2 s) wait for a read
-# before the microphone counts as overflowing.
-BLOCKS_PER_SECOND = 50
-BLOCKS_BUFFERED = 100
 
 
 class PiCamera:
@@ -110,67 +101,3 @@ def _to_chain(output: PacketOutput) -> Any:
             output.outputframe(frame, keyframe, timestamp, packet, audio)
 
     return ToChain()
-
-
-class SoundDeviceMicrophone:
-    """A USB or I2S microphone through sounddevice (PortAudio), mono float32."""
-
-    name = "microphone"
-
-    def __init__(self, rate: int = 48000, device: str | None = None):
-        self._rate, self._device = rate, device
-        self._stream = None
-        self._blocks: queue.Queue[np.ndarray] = queue.Queue(BLOCKS_BUFFERED)
-        self._held: list[np.ndarray] = []  # taken from the queue, not yet read
-        self._lost = False
-
-    def open(self) -> None:
-        self._blocks = queue.Queue(BLOCKS_BUFFERED)
-        self._held, self._lost = [], False
-        try:
-            import sounddevice
-            stream = sounddevice.InputStream(samplerate=self._rate, channels=1,
-                                             dtype="float32", device=self._device,
-                                             blocksize=self._rate // BLOCKS_PER_SECOND,
-                                             callback=self._heard)
-            self._stream = stream  # before start(): close() closes it if starting fails
-            stream.start()
-        except Exception as e:
-            raise CaptureError(f"microphone: {e}") from e
-
-    def read(self, samples: int, timeout: float) -> np.ndarray:
-        """The next `samples` samples; `CaptureError` if they did not come within `timeout`."""
-        if self._stream is None:
-            raise CaptureError("microphone is not open")
-        deadline = time.monotonic() + timeout
-        held = sum(len(block) for block in self._held)
-        while held < samples:
-            try:
-                block = self._blocks.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise CaptureError(f"microphone: no sound within {timeout:g} s") from None
-            self._held.append(block)
-            held += len(block)
-        if self._lost:
-            raise CaptureError("microphone: input overflow, samples were lost")
-        data = np.concatenate(self._held)
-        self._held = [data[samples:]] if held > samples else []
-        return data[:samples]
-
-    def _heard(self, indata: np.ndarray, frames: int, when, status) -> None:
-        """PortAudio's callback, on its own thread: keep a copy of the block (its buffer is
-        reused)."""
-        if status.input_overflow:
-            self._lost = True
-        try:
-            self._blocks.put_nowait(indata[:, 0].copy())
-        except queue.Full:  # nobody has read for a while: these samples are lost
-            self._lost = True
-
-    def close(self) -> None:
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            try:
-                stream.stop()
-            finally:
-                stream.close()

@@ -118,6 +118,7 @@ Camera = FrameCamera | EncodingCamera
 
 class Microphone(Protocol):
     name: str
+    overflows: int  # times samples were lost since open() (capture.audio); in the manifest
 
     def open(self) -> None: ...
 

@@ -20,13 +20,17 @@ and the body is:
      "start": {"monotonic": float, "wall": float}, "end": {"monotonic": float, "wall": float},
      "segments": [{"index": 1, "file": "seg-000001.ts.age", "sha256": hex of the ciphertext,
                    "duration": seconds, "first_pts": seconds, "last_pts": seconds,
-                   "dropped_frames": n}, ...]}
+                   "dropped_frames": n}, ...],
+     "audio_overflows": int}
 
 `duration` runs from the first frame's time to the end of the last; `dropped_frames` counts the
 frames the camera dropped within it (gaps in the sensor's timestamps), so the segment holds
 `duration * fps - dropped_frames` pictures. Frames dropped just before a segment's first (a
 keyframe) show as the gap between the last_pts before it and its first_pts. A manifest from
 before `dropped_frames` existed lists no such key; it reads as 0.
+
+`audio_overflows` counts the times the microphone lost samples (`capture.audio`); manifests
+written before it existed lack it and are read as 0.
 
 `complete` is false when the unit restarted after a crash mid-recording; the segments sealed
 before the crash are all listed.
@@ -52,6 +56,7 @@ _BODY = {"recording_id", "teacher_id", "device_id", "complete", "ended_by", "sta
          "segments"}
 _SEGMENT = {"index", "file", "sha256", "duration", "first_pts", "last_pts", "dropped_frames"}
 _SEGMENT_V1_0 = _SEGMENT - {"dropped_frames"}  # written before dropped frames were counted
+_OPTIONAL = {"audio_overflows"}  # keys a manifest written before them lacks
 
 
 class ManifestRejected(Exception):
@@ -108,8 +113,9 @@ class Manifest:
 
 def seal(body: dict, device_key: Ed25519PrivateKey, recipient: str) -> bytes:
     """Sign `body` with the unit's key and encrypt the envelope to the teacher's recipient."""
-    if set(body) != _BODY:
-        raise ValueError(f"manifest body must have exactly {sorted(_BODY)}")
+    if not _BODY <= set(body) <= _BODY | _OPTIONAL:
+        raise ValueError(f"manifest body must have exactly {sorted(_BODY)} "
+                         f"(and optionally {sorted(_OPTIONAL)})")
     text = _canonical(body)
     envelope = {"classcam_manifest": VERSION, "body": text,
                 "device_key": b64(raw_public(device_key.public_key())),
@@ -142,7 +148,9 @@ def open_manifest(data: bytes, identity: pyrage.x25519.Identity) -> Manifest:
     except InvalidSignature:
         raise ManifestRejected("manifest signature does not verify") from None
     body = json.loads(body_text)
-    if not isinstance(body, dict) or set(body) != _BODY or not isinstance(body["segments"], list):
+    if (not isinstance(body, dict) or not _BODY <= set(body) <= _BODY | _OPTIONAL
+            or not isinstance(body["segments"], list)
+            or not isinstance(body.get("audio_overflows", 0), int)):
         raise ManifestRejected("manifest body is malformed")
     for i, s in enumerate(body["segments"], start=1):
         if not isinstance(s, dict) or set(s) not in (_SEGMENT, _SEGMENT_V1_0) \
@@ -155,7 +163,8 @@ def open_manifest(data: bytes, identity: pyrage.x25519.Identity) -> Manifest:
 
 def write_manifest(directory: Path, *, recording_id: str, teacher_id: str, device_id: str,
                    recipient: str, start: dict, end: dict, complete: bool, ended_by: str,
-                   device_key: Ed25519PrivateKey) -> list[SegmentEntry]:
+                   device_key: Ed25519PrivateKey, audio_overflows: int = 0
+                   ) -> list[SegmentEntry]:
     """Write `manifest.age` for the sealed segments in `directory`, from their entries (which
     stay after a segment has been uploaded and purged), in index order; returns the segments it
     lists. A segment's entry is written just before it is sealed, so after a crash the caller
@@ -168,7 +177,7 @@ def write_manifest(directory: Path, *, recording_id: str, teacher_id: str, devic
         entries.append(SegmentEntry(**json.loads(sidecar.read_bytes())))
     body = {"recording_id": recording_id, "teacher_id": teacher_id, "device_id": device_id,
             "complete": complete, "ended_by": ended_by, "start": start, "end": end,
-            "segments": [e.to_json() for e in entries]}
+            "segments": [e.to_json() for e in entries], "audio_overflows": audio_overflows}
     atomic_write(directory / MANIFEST_FILE, seal(body, device_key, recipient), mode=0o600)
     return entries
 

@@ -210,6 +210,7 @@ class SimMicrophone(_SimDevice):
         super().__init__("microphone", timeline, faults, realtime)
         self.rate = rate
         self.samples = 0
+        self.overflows = 0  # a tone never overflows
 
     def read(self, samples: int, timeout: float) -> np.ndarray:
         if not self.is_open:

@@ -63,9 +63,14 @@ def make_sim_hardware(config: Config) -> SimHardware:
     labels.update(zip(gpio.status_led_pins, ("status_red", "status_green", "status_blue"), strict=False))
     factory = SimPinFactory(timeline, faults, labels)
     inner = None
+    # Real sound devices, checked as on a Pi when the configuration names them in [audio].
+    named = "audio" in config.model_fields_set
     if sim.speaker == "sounddevice":
         from appliance.speaker import SoundDeviceSpeaker
-        inner = SoundDeviceSpeaker()
+        from capture import audio
+        audio.initialise()
+        inner = (SoundDeviceSpeaker(config.audio.speaker, config.audio.speaker_rate) if named
+                 else SoundDeviceSpeaker())
     speaker = MemorySpeaker(timeline, faults, speed=sim.speed, inner=inner)
     c = config.capture
     source = None
@@ -94,6 +99,9 @@ def make_sim_hardware(config: Config) -> SimHardware:
         free_bytes=lambda path: 0 if "disk_full" in faults else shutil.disk_usage(path).free,
         parts=parts,
     )
+    if named and sim.speaker == "sounddevice":
+        a = config.audio
+        hw.check_audio = lambda: audio.check_devices(a.speaker, None, a.allow_hdmi)
     if sim.pad_keystore is not None:
         parts.pad = SimPinPad(sim.pad_keystore, config.pad.socket, timeline)
 

@@ -8,10 +8,8 @@ import errno
 import fractions
 import gc
 import os
-import sys
 import threading
 import time
-import types
 import weakref
 from pathlib import Path
 
@@ -23,7 +21,6 @@ from gpiozero.pins.mock import MockFactory
 
 from capture import pipeline
 from capture.devices import CaptureError
-from capture.pi import SoundDeviceMicrophone
 from capture.pipeline import CameraFrame, CaptureSettings, DiskFull, Recorder
 from capture.v4l2 import V4l2Camera
 from capture.sealing import SealingSink
@@ -399,80 +396,15 @@ def _closes(guard: CaptureGuard) -> bool:
         return False
 
 
-class FakeInputStream:
-    """sounddevice's InputStream for a microphone that delivers nothing: a blocking read waits
-    until the test ends, and the callback is only called by `hear()`."""
-
-    instances: list[FakeInputStream] = []
-    ended = threading.Event()
-
-    def __init__(self, samplerate, channels, dtype, device=None, blocksize=0, callback=None,
-                 **kwargs):
-        self.blocksize, self.callback = blocksize, callback
-        FakeInputStream.instances.append(self)
 
     def start(self) -> None:
         pass
 
-    def read(self, frames):
-        FakeInputStream.ended.wait()
-        return np.zeros((frames, 1), np.float32), False
-
-    def hear(self, values: np.ndarray, overflow: bool = False) -> None:
-        status = types.SimpleNamespace(input_overflow=overflow)
-        self.callback(values.reshape(-1, 1).astype(np.float32), len(values), None, status)
-
-    def stop(self) -> None:
-        pass
 
     def close(self) -> None:
         pass
 
 
-@pytest.fixture
-def fake_sounddevice(monkeypatch):
-    FakeInputStream.instances = []
-    FakeInputStream.ended = threading.Event()
-    monkeypatch.setitem(sys.modules, "sounddevice",
-                        types.SimpleNamespace(InputStream=FakeInputStream))
-    yield FakeInputStream
-    FakeInputStream.ended.set()
-
-
-def test_a_silent_microphone_read_gives_up_at_its_timeout(fake_sounddevice):
-    microphone = SoundDeviceMicrophone(rate=48000)
-    microphone.open()
-    outcome: list[BaseException | np.ndarray] = []
-
-    def read() -> None:
-        try:
-            outcome.append(microphone.read(960, timeout=0.2))
-        except CaptureError as e:
-            outcome.append(e)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(2.0)
-    assert not reader.is_alive(), "the microphone read ignored its timeout"
-    assert "no sound within 0.2 s" in str(outcome[0])
-    microphone.close()
-
-
-def test_microphone_reads_return_every_sample_in_order_and_an_overflow_is_an_error(
-        fake_sounddevice):
-    microphone = SoundDeviceMicrophone(rate=48000)
-    microphone.open()
-    (stream,) = fake_sounddevice.instances
-    heard = np.arange(5 * stream.blocksize, dtype=np.float32)
-    for block in np.split(heard, 5):
-        stream.hear(block)
-    got = [microphone.read(n, timeout=0.2) for n in (700, 1920, 1)]
-    got.append(microphone.read(len(heard) - 2621, timeout=0.2))
-    assert np.array_equal(np.concatenate(got), heard)
-    stream.hear(heard[:stream.blocksize], overflow=True)
-    with pytest.raises(CaptureError, match="overflow"):
-        microphone.read(10, timeout=0.2)
-    microphone.close()
 
 
 # -- item 16: a quota stop lets go of the recording ---------------------------------------------
