@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from collections.abc import Callable
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from formats.ids import is_teacher_id
+from formats.starttoken import mint  # noqa: F401  (minting moved there; re-exported)
 from appliance.roster import Roster
 
 ALGORITHMS = ["EdDSA"]  # hard-coded, never from the token or the configuration
@@ -200,11 +200,3 @@ def _remember(book: dict[str, None], nonce: str, limit: int) -> None:
         del book[next(iter(book))]
 
 
-def mint(signing_key: Ed25519PrivateKey, teacher_id: str, device_id: str, nonce: str,
-         recipient: str, action: str = "start", lifetime_s: int = 60,
-         now: float | None = None) -> str:
-    """Make a start (or discard) token, as a PIN pad does."""
-    iat = int(time.time() if now is None else now)
-    claims = {"sub": teacher_id, "aud": device_id, "nonce": nonce, "iat": iat,
-              "exp": iat + lifetime_s, "act": action, "rcpt": recipient}
-    return jwt.encode(claims, signing_key, algorithm="EdDSA", headers={"kid": teacher_id})

@@ -3,7 +3,7 @@ state, while the real daemon runs (`classcam run --hw sim`). Newline-delimited J
 
     {"cmd": "press"}                                   the record button
     {"cmd": "pad_arm"}                                 the pad's record key
-    {"cmd": "pin", "teacher": ID, "pin": "4321", "act": "start"}   answers the unit's result
+    {"cmd": "pin", "teacher": ID, "pin": "432187", "act": "start"}   answers the unit's result
     {"cmd": "fault", "name": "speaker", "on": true}
     {"cmd": "status"}            {"state", "fault", "open": [...], "recording_led", "light"}
     {"cmd": "block_loop", "seconds": 1.0}   blocks the daemon's event loop (watchdog tests)

@@ -22,7 +22,7 @@ from pathlib import Path
 from hwsim.invariants import check_all
 from hwsim.lab import PASSPHRASE, Lab
 
-TEACHER, PIN = "t-evans", "4321"
+TEACHER, PIN = "t-evans", "432187"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,10 +2,10 @@
 the real daemon (`classcam run --hw sim`) running on it. The demo, the tests and the benchmarks
 all start from here.
 
-    lab = Lab.create(tmp_dir, teachers={"t-evans": "4321"})
+    lab = Lab.create(tmp_dir, teachers={"t-evans": "432187"})
     with lab.daemon() as unit:
         unit.control("press")
-        unit.control("pin", teacher="t-evans", pin="4321")
+        unit.control("pin", teacher="t-evans", pin="432187")
         unit.wait_state("recording")
     events = lab.timeline()
 
@@ -33,7 +33,7 @@ from appliance.roster import Roster
 from hwsim import timeline as timeline_file
 from hwsim.account_server import AccountServer
 from hwsim.control import ControlClient
-from hwsim.pinpad import enrol
+from hwsim.keypad import enrol
 from hwsim.pki import DEVICE, TEACHER, Credential, TestPki
 
 PASSPHRASE = "lab passphrase, not a secret"
@@ -54,7 +54,7 @@ class Lab:
         """Make keys for each teacher (as on their own computer), enrol their cards on the unit,
         put their signing keys on the simulated pad under their PINs, and write the config.
         `settings` are extra TOML tables, e.g. `recording={"max_minutes": 0.05}`."""
-        lab = cls(root, teachers or {"t-evans": "4321"}, settings)
+        lab = cls(root, teachers or {"t-evans": "432187"}, settings)
         for d in (lab.keys_dir, lab.roster_dir, lab.state_dir, lab.run_dir):
             d.mkdir(parents=True, exist_ok=True)
         for teacher_id, pin in lab.teachers.items():
