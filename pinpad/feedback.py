@@ -58,7 +58,10 @@ class ToneFeedback(Feedback):
             for freq, seconds in tones:
                 t = np.arange(int(RATE * seconds)) / RATE
                 parts += [0.3 * np.sin(2 * np.pi * freq * t), np.zeros(RATE // 20)]
-            sounddevice.play(np.concatenate(parts).astype(np.float32), RATE, blocking=True)
+            # A blocking stream, not sounddevice.play: play's callback needs W+X memory, which
+            # the unit forbids (MemoryDenyWriteExecute=yes).
+            with sounddevice.OutputStream(samplerate=RATE, channels=1, dtype="float32") as out:
+                out.write(np.concatenate(parts).astype(np.float32))
         except Exception as e:  # noqa: BLE001 - any failure of a tone is only a missing tone
             if not self._failed:
                 self._failed = True
