@@ -4,7 +4,7 @@ to the lesson video on the teacher's own computer, then the timeline and the P1-
     python -m hwsim.demo [--out demo-out] [--seconds 60] [--realtime]
 
 What runs is the real daemon (`classcam run --hw sim`) with simulated button, LEDs, speaker,
-camera, microphone and PIN pad, uploading over real mutual TLS to the reference account server
+camera, microphone and USB keypad (read by the real pad service, pinpad), uploading over real mutual TLS to the reference account server
 on loopback. The teacher's keys are made as `classcam keys new` makes them on the teacher's own
 computer, enrolled as IT would with `classcam roster add`, and at the end the teacher downloads
 with `classcam account get` and joins the lesson with `classcam decrypt`.
@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         unit.control("press")
         unit.wait_state("armed")
         say("The unit is armed (amber blinking) and sends a challenge to the PIN pad")
-        say("The teacher types their PIN on the pad: it mints a signed start token")
+        say("The teacher types their number and PIN on the USB keypad: the real pad service "
+            "(classcam-pinpad) unseals their key (Argon2id) and signs a start token")
         result = unit.control("pin", teacher=TEACHER, pin=PIN)["result"]
         say(f"The unit answers the pad: {result}")
         if not result["ok"]:
