@@ -9,7 +9,8 @@ setup(
     version="0.1.0",
     description="A classroom camera a teacher uses to record their own lessons, encrypted to them",
     python_requires=">=3.11",
-    packages=find_packages(include=["appliance*", "capture*", "uploader*", "led_indicator*"]),
+    packages=find_packages(include=["appliance*", "capture*", "uploader*", "led_indicator*",
+                                    "pinpad*"]),
     install_requires=[
         "classcam-teacher",
         "cryptography>=41",
@@ -29,6 +30,9 @@ setup(
         "numpy>=1.24",
         "requests>=2.31",
         "tenacity>=8.2",
+        # FIDO2 security keys: the pad asks the teacher's key for an assertion (CTAP2 over USB
+        # HID), the unit verifies it (fido2.cose); 2.0 is the API used here.
+        "fido2>=2.0,<3",
     ],
     extras_require={
         "pi": ["sounddevice>=0.4", "opencv-python-headless>=4.8"],
