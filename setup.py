@@ -33,6 +33,9 @@ setup(
         "tenacity>=8.2",
         # The pad service: the USB keypad (evdev, grabbed) and Argon2id (cryptography>=44).
         "evdev>=1.7",
+        # FIDO2 security keys: the pad asks the teacher's key for an assertion (CTAP2 over USB
+        # HID), the unit verifies it (fido2.cose); 2.0 is the API used here.
+        "fido2>=2.0,<3",
     ],
     extras_require={
         "pi": ["sounddevice>=0.4", "opencv-python-headless>=4.8"],

@@ -28,7 +28,7 @@ PLATFORM_ONLY = {"fcntl", "grp", "pwd", "termios", "resource", "posix", "pty", "
                  "msvcrt", "winreg", "winsound", "_winapi", "nt"}
 # The import name of each distribution the teacher's tools depend on.
 IMPORT_NAMES = {"cryptography": "cryptography", "pyjwt": "jwt", "pyrage": "pyrage", "av": "av",
-                "requests": "requests", "pynacl": "nacl"}
+                "requests": "requests", "pynacl": "nacl", "fido2": "fido2"}
 
 
 def project_files() -> list[Path]:
