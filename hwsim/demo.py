@@ -4,10 +4,11 @@ to the lesson video on the teacher's own computer, then the timeline and the P1-
     python -m hwsim.demo [--out demo-out] [--seconds 60] [--realtime]
 
 What runs is the real daemon (`classcam run --hw sim`) with simulated button, LEDs, speaker,
-camera, microphone and USB keypad (read by the real pad service, pinpad), uploading over real mutual TLS to the reference account server
-on loopback. The teacher's keys are made as `classcam keys new` makes them on the teacher's own
-computer, enrolled as IT would with `classcam roster add`, and at the end the teacher downloads
-with `classcam account get` and joins the lesson with `classcam decrypt`.
+camera, microphone and USB keypad (read by the real pad service, pinpad), uploading over real
+mutual TLS to the reference account server on loopback. The teacher's keys are made as
+`classcam keys new` makes them on the teacher's own computer, enrolled as IT would with
+`classcam roster add`, and at the end the teacher downloads with `classcam account get` and
+joins the lesson with `classcam decrypt`.
 """
 from __future__ import annotations
 
