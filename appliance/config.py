@@ -194,6 +194,8 @@ class SimConfig(_Section):
     timeline: FilePath | None = None
     control_socket: FilePath | None = None
     pad_keystore: FilePath | None = None
+    # The teachers' simulated FIDO2 security keys, one state file each: <dir>/<teacher_id>.json.
+    security_keys: FilePath | None = None
     speaker: Literal["memory", "sounddevice"] = "memory"
     # Frames and samples at the real rate (true), or as fast as the encoder takes them (false).
     realtime: bool = True

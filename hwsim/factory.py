@@ -90,7 +90,7 @@ def make_sim_hardware(config: Config) -> SimHardware:
     )
     if sim.pad_keystore is not None:
         # The real pad service (pinpad), on a simulated keypad.
-        parts.pad = SimPad(sim.pad_keystore, config.pad.socket, timeline)
+        parts.pad = SimPad(sim.pad_keystore, config.pad.socket, timeline, sim.security_keys)
         hw.tasks.append(lambda unit: parts.pad.run())
     if sim.control_socket is not None:
         hw.tasks.append(lambda unit: control.serve(sim.control_socket, unit, parts))

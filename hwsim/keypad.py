@@ -20,11 +20,12 @@ from pathlib import Path
 
 from evdev import InputEvent, ecodes
 
+from hwsim.security_key import SimSecurityKey
 from hwsim.timeline import Timeline
 from pinpad.feedback import Feedback
 from pinpad.keystore import Keystore, PadRefusal
 from pinpad.link import UnitLink
-from pinpad.service import PadService, SecurityKeySigner, Timing
+from pinpad.service import PadService, Timing, security_key_signer
 
 
 class SimKeypad:
@@ -114,16 +115,19 @@ class RecordingFeedback(Feedback):
 
 
 class SimPad:
-    """The real pad service on a `SimKeypad`; `enter` types what a teacher would."""
+    """The real pad service on a `SimKeypad`; `enter` types what a teacher would. With
+    `security_keys` (a directory of `SimSecurityKey` state files, `<teacher_id>.json`), a
+    teacher who has one plugs it in before typing, and the pad finds it as it finds a USB key."""
 
     def __init__(self, keystore: Path, socket_path: Path, timeline: Timeline | None = None,
-                 security_key: SecurityKeySigner | None = None,
-                 timing: Timing | None = None):
+                 security_keys: Path | None = None, timing: Timing | None = None):
         self.keypad = SimKeypad()
         self.keystore = Keystore(keystore)
+        self.security_keys = security_keys
         self.feedback = RecordingFeedback(timeline or Timeline())
         self.service = PadService(self.keystore, UnitLink(socket_path), self.keypad.open,
-                                  self.feedback, security_key=security_key,
+                                  self.feedback,
+                                  security_key=security_key_signer(SimSecurityKey.list_devices),
                                   timing=timing or Timing())
 
     async def run(self) -> None:
@@ -146,11 +150,21 @@ class SimPad:
             return {"type": "result", "ok": False, "reason": e.reason, "pad": True}
         while not self.feedback.outcomes.empty():
             self.feedback.outcomes.get_nowait()
+        self.plug_security_key(teacher_id)
         codes = [ecodes.KEY_KPSLASH] if action == "discard" else []
         codes += [*map(_digit, str(number)), ecodes.KEY_KPENTER,
                   *map(_digit, pin), ecodes.KEY_KPENTER]
         self.keypad.press(*codes)
         return await asyncio.wait_for(self.feedback.outcomes.get(), wait_s)
+
+
+    def plug_security_key(self, teacher_id: str | None) -> SimSecurityKey | None:
+        """Plug in this teacher's security key, if they have one (and unplug any other)."""
+        state = None if self.security_keys is None or teacher_id is None \
+            else self.security_keys / f"{teacher_id}.json"
+        key = SimSecurityKey(state) if state is not None and state.exists() else None
+        SimSecurityKey.plugged[:] = [key] if key is not None else []
+        return key
 
 
 def _digit(d: str) -> int:

@@ -16,6 +16,7 @@ all start from here.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
@@ -24,17 +25,25 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import tomli_w
 
-from teacher_tools.keys import TeacherKeyFiles, new_teacher_keys
+from fido2.ctap2.base import Ctap2
+from fido2.ctap2.pin import ClientPin
+
+from formats.assertion import RP_ID
+from formats.card import SecurityKeyCredential, TeacherCard
+from formats.durable import atomic_write
+from pinpad.keystore import Keystore
+from teacher_tools.keys import TeacherKeyFiles, load_signing_key, new_teacher_keys
 from appliance.roster import Roster
 from hwsim import timeline as timeline_file
 from hwsim.account_server import AccountServer
 from hwsim.control import ControlClient
 from hwsim.keypad import enrol
 from hwsim.pki import DEVICE, TEACHER, Credential, TestPki
+from hwsim.security_key import SimSecurityKey
 
 PASSPHRASE = "lab passphrase, not a secret"
 DEVICE_ID = "sim-unit-1"
@@ -50,10 +59,13 @@ class Lab:
 
     @classmethod
     def create(cls, root: Path, teachers: dict[str, str] | None = None, enrolled: bool = True,
-               **settings) -> Lab:
+               security_keys: Iterable[str] = (), **settings) -> Lab:
         """Make keys for each teacher (as on their own computer), enrol their cards on the unit,
-        put their signing keys on the simulated pad under their PINs, and write the config.
-        `settings` are extra TOML tables, e.g. `recording={"max_minutes": 0.05}`."""
+        put them on the simulated pad, and write the config. A teacher in `security_keys` gets a
+        simulated FIDO2 security key whose PIN is theirs, with a classcam credential named in
+        their card; the pad holds only their card. Every other teacher's signing key goes on
+        the pad, sealed under their PIN. `settings` are extra TOML tables, e.g.
+        `recording={"max_minutes": 0.05}`."""
         lab = cls(root, teachers or {"t-evans": "432187"}, settings)
         for d in (lab.keys_dir, lab.roster_dir, lab.state_dir, lab.run_dir):
             d.mkdir(parents=True, exist_ok=True)
@@ -61,9 +73,15 @@ class Lab:
             new_teacher_keys(lab.keys_dir, teacher_id, teacher_id.replace("-", " ").title(),
                              PASSPHRASE)
             files = lab.key_files(teacher_id)
+            if teacher_id in security_keys:
+                lab.security_keys_dir.mkdir(parents=True, exist_ok=True)
+                _put_on_a_security_key(files, lab.security_keys_dir / f"{teacher_id}.json", pin)
             if enrolled:
                 Roster(lab.roster_dir).add(files.card.read_bytes())
-            enrol(lab.pad_dir, files.card, files.signing_key, PASSPHRASE, pin)
+            if teacher_id in security_keys:
+                Keystore(lab.pad_dir).enrol(files.card.read_bytes(), None, None)
+            else:
+                enrol(lab.pad_dir, files.card, files.signing_key, PASSPHRASE, pin)
         lab.write_config()
         return lab
 
@@ -83,6 +101,7 @@ class Lab:
     state_dir = property(lambda self: self.root / "var")
     run_dir = property(lambda self: self.root / "run")
     pad_dir = property(lambda self: self.root / "pinpad")
+    security_keys_dir = property(lambda self: self.root / "security-keys")
     config_path = property(lambda self: self.root / "etc" / "classcam.toml")
     timeline_path = property(lambda self: self.root / "timeline.jsonl")
     pad_socket = property(lambda self: self.run_dir / "pinpad.sock")
@@ -108,7 +127,8 @@ class Lab:
             "health": {"period_s": 0.5},
             "sim": {"timeline": str(self.timeline_path),
                     "control_socket": str(self.control_socket),
-                    "pad_keystore": str(self.pad_dir), "speed": 40.0},
+                    "pad_keystore": str(self.pad_dir),
+                    "security_keys": str(self.security_keys_dir), "speed": 40.0},
         }
         for name, values in self.settings.items():
             tables.setdefault(name, {}).update(values)
@@ -305,6 +325,30 @@ class RunningUnit:
         except OSError as e:
             return f"(cannot read {self.lab.log_path}: {e})"
         return "\n".join(text.splitlines()[-lines:]) or "(nothing)"
+
+
+def _put_on_a_security_key(files: TeacherKeyFiles, state: Path, pin: str) -> None:
+    """As enrolment with a security key does on the teacher's computer: a new simulated key with
+    `pin`, a credential for the relying party classcam made on it through python-fido2's own
+    client classes, and the teacher's card signed again naming that credential."""
+    key = SimSecurityKey(state, pin=pin)
+    ctap = Ctap2(key)
+    client_pin = ClientPin(ctap)
+    token = client_pin.get_pin_token(pin, ClientPin.PERMISSION.MAKE_CREDENTIAL, RP_ID)
+    data_hash = hashlib.sha256(b"classcam enrolment").digest()
+    card = TeacherCard.parse(files.card.read_bytes())
+    made = ctap.make_credential(
+        data_hash, {"id": RP_ID, "name": "classcam"},
+        {"id": card.teacher_id.encode(), "name": card.teacher_id},
+        [{"type": "public-key", "alg": -7}],
+        pin_uv_param=client_pin.protocol.authenticate(token, data_hash),
+        pin_uv_protocol=client_pin.protocol.VERSION)
+    attested = made.auth_data.credential_data
+    assert attested is not None
+    _, data = TeacherCard.create(
+        card.teacher_id, card.name, load_signing_key(files.signing_key, PASSPHRASE),
+        card.recipient, SecurityKeyCredential(attested.credential_id, attested.public_key))
+    atomic_write(files.card, data)
 
 
 def _status(returncode: int) -> str:

@@ -28,7 +28,8 @@ from pinpad.feedback import Feedback, ToneFeedback
 from pinpad.keypad import open_keypad
 from pinpad.keystore import MAX_WRONG_PINS, Keystore, PadRefusal, check_pin
 from pinpad.link import UnitLink
-from pinpad.service import PadService, Timing
+from pinpad.security_key import list_devices
+from pinpad.service import PadService, Timing, security_key_signer
 from teacher_tools.keys import KeyFileError, load_signing_key, read_passphrase
 
 EX_CONFIG = 78
@@ -77,7 +78,7 @@ def _run(args: argparse.Namespace, config: pad_config.PadConfig) -> int:
     service = PadService(
         Keystore(config.keystore), UnitLink(config.socket), lambda: open_keypad(config.keypad),
         ToneFeedback() if config.feedback == "tones" else Feedback(),
-        security_key=None,
+        security_key=security_key_signer(list_devices) if config.security_keys else None,
         timing=Timing(config.challenge_wait_s, config.result_timeout_s, config.entry_timeout_s))
 
     async def serve() -> None:

@@ -118,7 +118,7 @@ class Keystore:
             check_pin(pin)
             if _raw(signing_key.public_key()) != _raw(card.signing_key):
                 raise PadRefusal("the signing key is not the one in the card")
-        elif getattr(card, "credential", None) is None:
+        elif card.security_key is None:
             raise PadRefusal("the card names no security key: give the teacher's signing key")
         if any(t.card.teacher_id == card.teacher_id for t in self.teachers()):
             raise PadRefusal(f"{card.teacher_id} is on this pad already")

@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from fido2.ctap import CtapDevice
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from formats.card import TeacherCard
@@ -37,6 +38,7 @@ from pinpad.feedback import Feedback
 from pinpad.keypad import Key, Keypad, key_of
 from pinpad.keystore import MAX_PIN_DIGITS, Keystore, PadRefusal
 from pinpad.link import LinkDown, UnitLink
+from pinpad.security_key import SecurityKeyError, assertion_message, first_device
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,18 @@ KEYPAD_REOPEN_MAX_S = 5.0
 # Signs with a security key: (card, PIN, challenge, action) -> the link message to send.
 # Runs in a worker thread; raises `PadRefusal` with the reason to tell the teacher.
 SecurityKeySigner = Callable[[TeacherCard, str, dict, str], dict]
+
+
+def security_key_signer(devices: Callable[[], Iterable[CtapDevice]]) -> SecurityKeySigner:
+    """A `SecurityKeySigner` that asks the first security key `devices()` finds (on a Pi:
+    python-fido2's `CtapHidDevice.list_devices`; in the simulator: its plugged-in keys) for an
+    assertion over the challenge. The key checks the PIN and counts wrong tries itself."""
+    def sign(card: TeacherCard, pin: str, challenge: dict, action: str) -> dict:
+        try:
+            return assertion_message(first_device(devices()), card, pin, challenge, action)
+        except SecurityKeyError as e:
+            raise PadRefusal(e.reason) from None
+    return sign
 
 
 @dataclass(frozen=True)

@@ -250,3 +250,69 @@ def test_the_pad_held_key_stays_locked_across_restarts_of_the_pad(lab):
         unit.wait_state("recording")
     tries = [e for e in lab.timeline() if e["ev"] == "token"]
     assert [e["ok"] for e in tries] == [True, True], "no token left the pad for a wrong PIN"
+
+
+@pytest.fixture(scope="module")
+def fido_lab(tmp_path_factory):
+    """t-ahmed starts with a security key (PIN 246810); the pad holds only their card."""
+    from hwsim.lab import Lab
+    return Lab.create(tmp_path_factory.mktemp("fido-lab"), teachers={"t-ahmed": "246810"},
+                      security_keys={"t-ahmed"})
+
+
+def test_a_security_key_teacher_gets_an_assertion_over_the_challenge_sent(fido_lab, short_dir):
+    from formats.assertion import client_data_hash, parse_client_data, parse_message
+    from formats.card import TeacherCard
+    lab = fido_lab.copy(short_dir / "lab")
+    card = TeacherCard.parse(lab.key_files("t-ahmed").card.read_bytes())
+    assert not (lab.pad_dir / "1" / "key.sealed").exists(), "no key of theirs on the pad"
+    sock = short_dir / "unit.sock"
+
+    async def go():
+        unit = FakeUnit(sock)
+        unit.armed = True
+        await unit.start()
+        pad = SimPad(lab.pad_dir, sock, security_keys=lab.security_keys_dir)
+        task = asyncio.create_task(pad.run())
+        result = await pad.enter("t-ahmed", "246810", action="discard")
+        task.cancel()
+        return unit, result
+
+    unit, result = _run(go())
+    assert result["ok"] is True
+    (msg,) = unit.received
+    assert msg["type"] == "assertion"
+    assertion = parse_message(msg["assertion"])
+    fields = parse_client_data(assertion.client_data)
+    assert (fields.teacher_id, fields.device_id, fields.nonce, fields.action, fields.recipient) \
+        == ("t-ahmed", DEVICE, "n-1", "discard", card.recipient)
+    assert card.security_key is not None
+    card.security_key.public_key.verify(
+        assertion.authenticator_data + client_data_hash(assertion.client_data),
+        assertion.signature)
+
+
+def test_a_security_key_locked_by_wrong_pins_stays_locked_across_pad_restarts(fido_lab,
+                                                                             short_dir):
+    from hwsim.security_key import MAX_PIN_RETRIES
+    lab = fido_lab.copy(short_dir / "lab")
+    sock = short_dir / "unit.sock"
+
+    async def tries(pins: list[str]) -> tuple[list[str], list[str]]:
+        unit = FakeUnit(sock)
+        unit.armed = True
+        await unit.start()
+        pad = SimPad(lab.pad_dir, sock, security_keys=lab.security_keys_dir)
+        task = asyncio.create_task(pad.run())
+        reasons = [(await pad.enter("t-ahmed", pin))["reason"] for pin in pins]
+        task.cancel()
+        unit.server.close()
+        return reasons, unit.kinds()
+
+    reasons, sent = _run(tries(["000000"] * MAX_PIN_RETRIES + ["246810"]))
+    assert reasons[0] == f"wrong PIN, {MAX_PIN_RETRIES - 1} tries left"
+    assert reasons[-2:] == ["security key locked", "security key locked"]
+    assert sent == [], "nothing signed reached the unit"
+    sock.unlink()
+    reasons, sent = _run(tries(["246810"]))  # a new pad service, the key plugged in again
+    assert reasons == ["security key locked"] and sent == []
