@@ -327,6 +327,16 @@ class RunningUnit:
         return "\n".join(text.splitlines()[-lines:]) or "(nothing)"
 
 
+def unit_takes_assertions() -> bool:
+    """Whether this unit's pad link takes security-key assertions (issue 8's unit side)."""
+    from appliance.padlink import MalformedMessage, parse_message
+    try:
+        parse_message(b'{"type": "assertion", "assertion": {}}')
+    except MalformedMessage as e:
+        return "unknown message" not in str(e)
+    return True
+
+
 def _put_on_a_security_key(files: TeacherKeyFiles, state: Path, pin: str) -> None:
     """As enrolment with a security key does on the teacher's computer: a new simulated key with
     `pin`, a credential for the relying party classcam made on it through python-fido2's own

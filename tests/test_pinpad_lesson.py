@@ -4,21 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.padlink import MalformedMessage, parse_message
 from hwsim.invariants import check_all, device_intervals
-from hwsim.lab import Lab
-
-
-def _unit_takes_assertions() -> bool:
-    try:
-        parse_message(b'{"type": "assertion", "assertion": {}}')
-    except MalformedMessage as e:
-        return "unknown message" not in str(e)
-    return True
-
+from hwsim.lab import Lab, unit_takes_assertions
 
 needs_unit_fido = pytest.mark.skipif(
-    not _unit_takes_assertions(),
+    not unit_takes_assertions(),
     reason="the unit does not verify security-key assertions on this branch (issue 8, i8-fido)")
 
 
