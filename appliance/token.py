@@ -46,6 +46,12 @@ class Reason(enum.StrEnum):
     REPLAYED = "replayed"
     NOTHING_TO_DISCARD = "nothing to discard"
     ALREADY_UPLOADED = "already uploaded: delete it from your account"
+    # Assertions from a security key (appliance/assertion.py)
+    UNKNOWN_CREDENTIAL = "unknown credential"
+    WRONG_RELYING_PARTY = "wrong relying party"
+    NO_USER_PRESENCE = "user presence missing"
+    NO_USER_VERIFICATION = "PIN not verified by the key"
+    COUNTER_NOT_INCREASING = "signature counter did not increase"
 
 
 class TokenRejected(Exception):
@@ -175,6 +181,12 @@ class Challenges:
 
     def consume(self, nonce: str, armed: bool) -> None:
         """Use `nonce` once, or raise `TokenRejected`: replayed, expired challenge, not armed."""
+        self.check(nonce, armed)
+        _remember(self._used, nonce, self._remember)
+        self._current = None
+
+    def check(self, nonce: str, armed: bool) -> None:
+        """Raise what `consume` would, without using `nonce`."""
         if nonce in self._used:
             raise TokenRejected(Reason.REPLAYED)
         if nonce in self._retired:
@@ -184,8 +196,6 @@ class Challenges:
         current = self.current
         if current is None or not secrets.compare_digest(nonce.encode(), current.encode()):
             raise TokenRejected(Reason.EXPIRED_CHALLENGE, "not the current challenge")
-        _remember(self._used, nonce, self._remember)
-        self._current = None
 
 
 def _parse_error(error: Exception) -> str:

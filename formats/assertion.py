@@ -27,6 +27,9 @@ import json
 import time
 from dataclasses import dataclass
 
+from fido2.ctap import CtapError
+from fido2.ctap2.pin import ClientPin
+
 from formats.card import SECURITY_KEY_RP_ID, strict_json
 from formats.ids import is_device_id, is_teacher_id
 from formats.keytext import b64, unb64
@@ -40,6 +43,18 @@ MAX_FIELD = 2048  # base64url characters of one binary field
 MESSAGE_FIELDS = frozenset({"teacher", "credential_id", "authenticator_data", "client_data",
                             "signature"})
 _CLIENT_FIELDS = frozenset({"classcam_assertion", "sub", "aud", "nonce", "act", "rcpt", "iat"})
+NO_CREDENTIAL = "no classcam credential for this teacher on this key"
+LOCKED = "security key locked"
+NOT_TOUCHED = "security key not touched"
+
+
+class SecurityKeyError(Exception):
+    """A security key did not do what was asked; `reason` is short enough for a pad to say or
+    show (enrolment prints it)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -130,3 +145,29 @@ def parse_message(inner: object) -> Assertion:
             raise ValueError(f"{field} is not base64url") from None
     return Assertion(inner["teacher"], raw["credential_id"], raw["authenticator_data"],
                      raw["client_data"], raw["signature"])
+
+
+def ctap_reason(code: int, client_pin: ClientPin | None = None) -> str:
+    """A short reason for a CTAP error `code` from a security key. After a wrong PIN, `client_pin`
+    (if given) is asked how many tries are left."""
+    err = CtapError.ERR
+    if code == err.PIN_INVALID:
+        if client_pin is None:
+            return "wrong PIN"
+        try:
+            left, _ = client_pin.get_pin_retries()
+        except (CtapError, OSError):
+            return "wrong PIN"
+        return f"wrong PIN, {left} {'try' if left == 1 else 'tries'} left"
+    if code == err.PIN_BLOCKED:
+        return LOCKED
+    if code == err.PIN_AUTH_BLOCKED:
+        return "wrong PIN 3 times: unplug the security key and plug it in again"
+    if code == err.PIN_NOT_SET:
+        return "the security key has no PIN: set one first"
+    if code == err.NO_CREDENTIALS:
+        return NO_CREDENTIAL
+    if code in (err.USER_ACTION_TIMEOUT, err.ACTION_TIMEOUT, err.KEEPALIVE_CANCEL,
+                err.OPERATION_DENIED):
+        return NOT_TOUCHED
+    return f"security key refused ({getattr(code, 'name', code)})"

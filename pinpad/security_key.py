@@ -18,21 +18,15 @@ from fido2.ctap import CtapDevice, CtapError
 from fido2.ctap2.base import Ctap2
 from fido2.ctap2.pin import ClientPin
 
-from formats.assertion import ACTIONS, RP_ID, Assertion, client_data, client_data_hash
+from formats.assertion import (ACTIONS, NO_CREDENTIAL, RP_ID, Assertion, SecurityKeyError,
+                               client_data, client_data_hash, ctap_reason)
 from formats.card import TeacherCard
 from formats.ids import is_device_id
 
+__all__ = ["NO_CREDENTIAL", "SecurityKeyError", "assertion_message", "first_device",
+           "list_devices"]
+
 TOUCH_TIMEOUT_S = 30.0
-NO_CREDENTIAL = "no classcam credential for this teacher on this key"
-ERR = CtapError.ERR
-
-
-class SecurityKeyError(Exception):
-    """The key did not sign; `reason` is short enough for the pad to say or show."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
 
 
 def list_devices() -> list[CtapDevice]:
@@ -93,7 +87,7 @@ def _assert(ctap: Ctap2, client_pin: ClientPin, pin: str, credential_id: bytes,
     try:
         token = client_pin.get_pin_token(pin, ClientPin.PERMISSION.GET_ASSERTION, RP_ID)
     except CtapError as e:
-        raise SecurityKeyError(_pin_reason(client_pin, e.code)) from None
+        raise SecurityKeyError(ctap_reason(e.code, client_pin)) from None
     try:
         return ctap.get_assertion(
             RP_ID, data_hash, allow_list=[{"type": "public-key", "id": credential_id}],
@@ -101,31 +95,4 @@ def _assert(ctap: Ctap2, client_pin: ClientPin, pin: str, credential_id: bytes,
             pin_uv_param=client_pin.protocol.authenticate(token, data_hash),
             pin_uv_protocol=client_pin.protocol.VERSION, event=cancel)
     except CtapError as e:
-        raise SecurityKeyError(_assertion_reason(e.code)) from None
-
-
-def _pin_reason(client_pin: ClientPin, code: int) -> str:
-    if code == ERR.PIN_INVALID:
-        try:
-            left, _ = client_pin.get_pin_retries()
-        except (CtapError, OSError):
-            return "wrong PIN"
-        return f"wrong PIN, {left} {'try' if left == 1 else 'tries'} left"
-    if code == ERR.PIN_BLOCKED:
-        return "security key locked"
-    if code == ERR.PIN_AUTH_BLOCKED:
-        return "wrong PIN 3 times: unplug the security key and plug it in again"
-    if code == ERR.PIN_NOT_SET:
-        return "the security key has no PIN: set one first"
-    return _assertion_reason(code)
-
-
-def _assertion_reason(code: int) -> str:
-    if code == ERR.NO_CREDENTIALS:
-        return NO_CREDENTIAL
-    if code in (ERR.USER_ACTION_TIMEOUT, ERR.ACTION_TIMEOUT, ERR.KEEPALIVE_CANCEL,
-                ERR.OPERATION_DENIED):
-        return "security key not touched"
-    if code == ERR.PIN_BLOCKED:
-        return "security key locked"
-    return f"security key refused ({getattr(code, 'name', code)})"
+        raise SecurityKeyError(ctap_reason(e.code)) from None
