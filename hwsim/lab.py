@@ -16,7 +16,6 @@ all start from here.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import signal
@@ -29,14 +28,8 @@ from collections.abc import Iterable, Iterator
 
 import tomli_w
 
-from fido2.ctap2.base import Ctap2
-from fido2.ctap2.pin import ClientPin
-
-from formats.assertion import RP_ID
-from formats.card import SecurityKeyCredential, TeacherCard
-from formats.durable import atomic_write
 from pinpad.keystore import Keystore
-from teacher_tools.keys import TeacherKeyFiles, load_signing_key, new_teacher_keys
+from teacher_tools.keys import TeacherKeyFiles, new_teacher_keys
 from appliance.roster import Roster
 from hwsim import timeline as timeline_file
 from hwsim.account_server import AccountServer
@@ -70,12 +63,13 @@ class Lab:
         for d in (lab.keys_dir, lab.roster_dir, lab.state_dir, lab.run_dir):
             d.mkdir(parents=True, exist_ok=True)
         for teacher_id, pin in lab.teachers.items():
-            new_teacher_keys(lab.keys_dir, teacher_id, teacher_id.replace("-", " ").title(),
-                             PASSPHRASE)
-            files = lab.key_files(teacher_id)
-            if teacher_id in security_keys:
+            device = None
+            if teacher_id in security_keys:  # enrolled as `classcam keys new --security-key`
                 lab.security_keys_dir.mkdir(parents=True, exist_ok=True)
-                _put_on_a_security_key(files, lab.security_keys_dir / f"{teacher_id}.json", pin)
+                device = SimSecurityKey(lab.security_keys_dir / f"{teacher_id}.json", pin=pin)
+            new_teacher_keys(lab.keys_dir, teacher_id, teacher_id.replace("-", " ").title(),
+                             PASSPHRASE, security_key=device, security_key_pin=pin)
+            files = lab.key_files(teacher_id)
             if enrolled:
                 Roster(lab.roster_dir).add(files.card.read_bytes())
             if teacher_id in security_keys:
@@ -335,30 +329,6 @@ def unit_takes_assertions() -> bool:
     except MalformedMessage as e:
         return "unknown message" not in str(e)
     return True
-
-
-def _put_on_a_security_key(files: TeacherKeyFiles, state: Path, pin: str) -> None:
-    """As enrolment with a security key does on the teacher's computer: a new simulated key with
-    `pin`, a credential for the relying party classcam made on it through python-fido2's own
-    client classes, and the teacher's card signed again naming that credential."""
-    key = SimSecurityKey(state, pin=pin)
-    ctap = Ctap2(key)
-    client_pin = ClientPin(ctap)
-    token = client_pin.get_pin_token(pin, ClientPin.PERMISSION.MAKE_CREDENTIAL, RP_ID)
-    data_hash = hashlib.sha256(b"classcam enrolment").digest()
-    card = TeacherCard.parse(files.card.read_bytes())
-    made = ctap.make_credential(
-        data_hash, {"id": RP_ID, "name": "classcam"},
-        {"id": card.teacher_id.encode(), "name": card.teacher_id},
-        [{"type": "public-key", "alg": -7}],
-        pin_uv_param=client_pin.protocol.authenticate(token, data_hash),
-        pin_uv_protocol=client_pin.protocol.VERSION)
-    attested = made.auth_data.credential_data
-    assert attested is not None
-    _, data = TeacherCard.create(
-        card.teacher_id, card.name, load_signing_key(files.signing_key, PASSPHRASE),
-        card.recipient, SecurityKeyCredential(attested.credential_id, attested.public_key))
-    atomic_write(files.card, data)
 
 
 def _status(returncode: int) -> str:
