@@ -321,16 +321,6 @@ class RunningUnit:
         return "\n".join(text.splitlines()[-lines:]) or "(nothing)"
 
 
-def unit_takes_assertions() -> bool:
-    """Whether this unit's pad link takes security-key assertions (issue 8's unit side)."""
-    from appliance.padlink import MalformedMessage, parse_message
-    try:
-        parse_message(b'{"type": "assertion", "assertion": {}}')
-    except MalformedMessage as e:
-        return "unknown message" not in str(e)
-    return True
-
-
 def _status(returncode: int) -> str:
     if returncode < 0:
         return f"{returncode} (killed by {signal.Signals(-returncode).name})"
