@@ -1,7 +1,8 @@
 """The daemon's distribution, `classcam`: what runs on the unit (appliance, capture, uploader,
-led_indicator). The formats and the teacher's tools come from `classcam-teacher`
-(dist/teacher), whose `classcam` command this distribution adds its commands to; the simulator
-is `classcam-sim` (dist/sim), never installed with the daemon."""
+led_indicator) and the PIN pad service (pinpad, its own user and unit). The formats and the
+teacher's tools come from `classcam-teacher` (dist/teacher), whose `classcam` command this
+distribution adds its commands to; the simulator is `classcam-sim` (dist/sim), never installed
+with the daemon."""
 from setuptools import find_packages, setup
 
 setup(
@@ -9,10 +10,11 @@ setup(
     version="0.1.0",
     description="A classroom camera a teacher uses to record their own lessons, encrypted to them",
     python_requires=">=3.11",
-    packages=find_packages(include=["appliance*", "capture*", "uploader*", "led_indicator*"]),
+    packages=find_packages(include=["appliance*", "capture*", "uploader*", "led_indicator*",
+                                    "pinpad*"]),
     install_requires=[
         "classcam-teacher",
-        "cryptography>=41",
+        "cryptography>=44",  # 44: Argon2id (the pad's keystore)
         # 2.14 turns a deeply nested header into DecodeError (2.13 and older let a RecursionError
         # out); 2.12 refuses unknown "crit" header parameters (CVE-2026-32597).
         "PyJWT[crypto]>=2.14",
@@ -32,6 +34,11 @@ setup(
         "numpy>=1.24",
         "requests>=2.31",
         "tenacity>=8.2",
+        # The pad service: the USB keypad (evdev, grabbed) and Argon2id (cryptography>=44).
+        "evdev>=1.7",
+        # FIDO2 security keys: the pad asks the teacher's key for an assertion (CTAP2 over USB
+        # HID), the unit verifies it (fido2.cose); 2.0 is the API used here.
+        "fido2>=2.0,<3",
     ],
     extras_require={
         # On a Pi, in a venv with --system-site-packages (README): picamera2 and libcamera come
@@ -47,5 +54,7 @@ setup(
         "classcam.commands": ["unit = appliance.cli:add_commands"],
         # Hardware backends by name (`classcam run --hw pi`); classcam-sim registers `sim`.
         "classcam.hardware": ["pi = appliance.pi_hardware:make_pi_hardware"],
+        # The PIN pad service and IT's commands for its keystore (its own user, systemd unit).
+        "console_scripts": ["classcam-pinpad = pinpad.cli:main"],
     },
 )

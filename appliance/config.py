@@ -233,6 +233,8 @@ class SimConfig(_Section):
     timeline: FilePath | None = None
     control_socket: FilePath | None = None
     pad_keystore: FilePath | None = None
+    # The teachers' simulated FIDO2 security keys, one state file each: <dir>/<teacher_id>.json.
+    security_keys: FilePath | None = None
     # "sounddevice": play through PortAudio as well, to [audio] speaker when the configuration
     # has an [audio] table (checked as on a Pi; the simulated microphone is not), else to
     # PortAudio's default device, unchecked.

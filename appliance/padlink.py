@@ -3,13 +3,15 @@ serial device.
 
     pad -> unit  {"type": "arm"}                  same as pressing the record button
                  {"type": "token", "token": JWT}  a start or discard token
+                 {"type": "assertion", "assertion": {...}}
+                                                  one from a security key (formats/assertion.py)
                  {"type": "stop"}                 stop, no token needed (P8)
     unit -> pad  {"type": "challenge", "device": ID, "nonce": N, "expires_in": 60}
                  {"type": "result", "ok": bool, "reason": str}
 
 Nothing else is understood: a line that is not one of these, or longer than `MAX_LINE` bytes, is
 answered with `ok: false` and changes nothing. There is no message that starts capture without a
-token that `Unit.present` accepts (P1).
+token that `Unit.present` (or, for a security key, `Unit.present_assertion`) accepts (P1).
 
 No pad can hold up the unit (P8): everything runs on the daemon's event loop without blocking it.
 A line must end within `pad.line_timeout_s` of its first byte, and a pad must take the unit's
@@ -37,6 +39,7 @@ import serial_asyncio_fast
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from appliance.config import PadConfig
+from formats import assertion
 from appliance.unit import Unit
 
 log = logging.getLogger(__name__)
@@ -48,13 +51,14 @@ MAX_BACKLOG = 4 * MAX_LINE
 # A serial pad that is absent or failed is tried again after at most this long.
 REOPEN_MAX_S = 2.0
 OPEN_TIMEOUT_S = 5.0
-_MESSAGES = {"arm": {"type"}, "stop": {"type"}, "token": {"type", "token"}}
+_MESSAGES = {"arm": {"type"}, "stop": {"type"}, "token": {"type", "token"},
+             "assertion": {"type", "assertion"}}
 
 Send = Callable[[dict], None]
 
 
 class MalformedMessage(Exception):
-    """A line on the pad link that is not one of the three messages."""
+    """A line on the pad link that is not one of the messages it carries."""
 
 
 def parse_message(line: bytes) -> dict:
@@ -71,6 +75,11 @@ def parse_message(line: bytes) -> dict:
         raise MalformedMessage(f"{msg['type']} takes exactly {sorted(_MESSAGES[msg['type']])}")
     if msg["type"] == "token" and not isinstance(msg["token"], str):
         raise MalformedMessage("token must be a string")
+    if msg["type"] == "assertion":
+        try:
+            assertion.parse_message(msg["assertion"])
+        except ValueError as e:
+            raise MalformedMessage(str(e)) from None
     return msg
 
 
@@ -110,6 +119,9 @@ class PadLink:
         elif msg["type"] == "stop":
             await self._unit.stop("stop from pad")
             send({"type": "result", "ok": True, "reason": "stopped"})
+        elif msg["type"] == "assertion":
+            result = await self._unit.present_assertion(msg["assertion"])
+            send({"type": "result", "ok": result.ok, "reason": result.reason})
         else:
             result = await self._unit.present(msg["token"])
             send({"type": "result", "ok": result.ok, "reason": result.reason})

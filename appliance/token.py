@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from collections.abc import Callable
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from formats.ids import is_teacher_id
+from formats.starttoken import mint  # noqa: F401  (minting moved there; re-exported)
 from appliance.roster import Roster
 
 ALGORITHMS = ["EdDSA"]  # hard-coded, never from the token or the configuration
@@ -46,6 +46,12 @@ class Reason(enum.StrEnum):
     REPLAYED = "replayed"
     NOTHING_TO_DISCARD = "nothing to discard"
     ALREADY_UPLOADED = "already uploaded: delete it from your account"
+    # Assertions from a security key (appliance/assertion.py)
+    UNKNOWN_CREDENTIAL = "unknown credential"
+    WRONG_RELYING_PARTY = "wrong relying party"
+    NO_USER_PRESENCE = "user presence missing"
+    NO_USER_VERIFICATION = "PIN not verified by the key"
+    COUNTER_NOT_INCREASING = "signature counter did not increase"
 
 
 class TokenRejected(Exception):
@@ -175,6 +181,12 @@ class Challenges:
 
     def consume(self, nonce: str, armed: bool) -> None:
         """Use `nonce` once, or raise `TokenRejected`: replayed, expired challenge, not armed."""
+        self.check(nonce, armed)
+        _remember(self._used, nonce, self._remember)
+        self._current = None
+
+    def check(self, nonce: str, armed: bool) -> None:
+        """Raise what `consume` would, without using `nonce`."""
         if nonce in self._used:
             raise TokenRejected(Reason.REPLAYED)
         if nonce in self._retired:
@@ -184,8 +196,6 @@ class Challenges:
         current = self.current
         if current is None or not secrets.compare_digest(nonce.encode(), current.encode()):
             raise TokenRejected(Reason.EXPIRED_CHALLENGE, "not the current challenge")
-        _remember(self._used, nonce, self._remember)
-        self._current = None
 
 
 def _parse_error(error: Exception) -> str:
@@ -200,11 +210,3 @@ def _remember(book: dict[str, None], nonce: str, limit: int) -> None:
         del book[next(iter(book))]
 
 
-def mint(signing_key: Ed25519PrivateKey, teacher_id: str, device_id: str, nonce: str,
-         recipient: str, action: str = "start", lifetime_s: int = 60,
-         now: float | None = None) -> str:
-    """Make a start (or discard) token, as a PIN pad does."""
-    iat = int(time.time() if now is None else now)
-    claims = {"sub": teacher_id, "aud": device_id, "nonce": nonce, "iat": iat,
-              "exp": iat + lifetime_s, "act": action, "rcpt": recipient}
-    return jwt.encode(claims, signing_key, algorithm="EdDSA", headers={"kid": teacher_id})

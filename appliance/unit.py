@@ -3,6 +3,7 @@
     unit = Unit(config, roster, spool, hw, notices)
     await unit.press()                  # the button, or the pad's record key: arms (or stops)
     result = await unit.present(jwt)    # a start token for the current challenge
+    result = await unit.present_assertion(msg["assertion"])   # or a security key's
     await unit.stop()                   # needs no token, works in every state (P8)
 
 Everything runs on one asyncio loop; slow hardware calls go to threads. One task owns a recording
@@ -27,6 +28,7 @@ from appliance import recordings
 from appliance.hardware import Hardware, capture_settings
 from appliance.notice import Notices, NoticeUnavailable, Sound
 from appliance.roster import Roster
+from appliance.assertion import COUNTERS_FILE, AssertionVerifier, SignCounters
 from appliance.token import Challenges, Reason, StartToken, TokenRejected, TokenVerifier
 from capture.devices import CaptureError
 from capture.pipeline import Recorder
@@ -97,6 +99,9 @@ class Unit:
             s.seconds for s in (notices.start, notices.stop, notices.discard, notices.full))
         self._verifier = TokenVerifier(roster, config.device.id, clock_synchronised,
                                        config.clock.skew_s)
+        self._assertions = AssertionVerifier(roster, config.device.id, clock_synchronised,
+                                             config.clock.skew_s)
+        self._counters = SignCounters(config.device.state_dir / COUNTERS_FILE)
         self._challenges = Challenges(config.recording.arm_timeout_s)
         self._guard = CaptureGuard(hw.recording_led)
         self._challenge_listeners: list[Callable[[str, float], None]] = []
@@ -160,6 +165,32 @@ class Unit:
             self._challenges.consume(token.nonce, armed=self.state is State.ARMED)
         except TokenRejected as e:
             return self._refuse(e)
+        return await self._accepted(token)
+
+    async def present_assertion(self, assertion: object) -> Result:
+        """Check a security key's assertion from the pad link (the "assertion" object of its
+        message, appliance/assertion.py); start (or discard) if it is good."""
+        try:
+            token, use = self._assertions.verify(assertion)
+            self._challenges.check(token.nonce, armed=self.state is State.ARMED)
+            self._counters.check(use)
+        except TokenRejected as e:
+            return self._refuse(e)
+        # The counter is kept before the challenge is used: a counter the key signed may always
+        # be remembered, and nothing is awaited between using the challenge and STARTING.
+        try:
+            await asyncio.to_thread(self._counters.record, use)
+        except OSError as e:
+            return self._refuse(TokenRejected(Reason.COUNTER_NOT_INCREASING,
+                                              f"cannot keep the counter: {e}"))
+        try:
+            self._challenges.consume(token.nonce, armed=self.state is State.ARMED)
+        except TokenRejected as e:
+            return self._refuse(e)
+        return await self._accepted(token)
+
+    async def _accepted(self, token: StartToken) -> Result:
+        """Start (or discard) for a token or assertion that passed every check."""
         self._cancel_arm_timer()
         self._hw.trace("token", ok=True, reason="", nonce=token.nonce, act=token.action,
                        teacher=token.teacher_id)

@@ -389,7 +389,7 @@ def _encrypt_io_files(source: Path, target_path: Path, recipient: str) -> float:
 
 def daemon_peak_rss(seconds: float) -> dict:
     from hwsim.lab import Lab
-    lab = Lab.create(OUT / "daemon-lab", teachers={"t-evans": "4321"},
+    lab = Lab.create(OUT / "daemon-lab", teachers={"t-evans": "432187"},
                      capture={"width": WIDTH, "height": HEIGHT, "fps": FPS,
                               "segment_seconds": SETTINGS.segment_seconds,
                               "x264_preset": SETTINGS.x264_preset, "min_free_mb": 1},
@@ -398,7 +398,7 @@ def daemon_peak_rss(seconds: float) -> dict:
         idle_kib = proc_status(unit.proc.pid)["VmHWM"]
         unit.control("press")
         unit.wait_state("armed")
-        assert unit.control("pin", teacher="t-evans", pin="4321")["result"]["ok"]
+        assert unit.control("pin", teacher="t-evans", pin="432187")["result"]["ok"]
         unit.wait_state("recording")
         time.sleep(seconds)
         recording = proc_status(unit.proc.pid)

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True)
     load_before = loadavg()
     print(f"making keys and starting the daemon ({runs} runs) ...", flush=True)
-    lab = Lab.create(work / "lab", teachers={TEACHER: "4321"},
+    lab = Lab.create(work / "lab", teachers={TEACHER: "432187"},
                      capture={"width": 160, "height": 120, "x264_preset": "ultrafast",
                               "segment_seconds": 1},
                      sim={"speed": 1000.0})

@@ -13,6 +13,15 @@ its payload, the bytes the signature covers, is the card itself:
     {"classcam_card": 2, "teacher_id": "t-evans", "name": "Ms Evans",
      "signing_key": "<base64url raw Ed25519 public key>", "recipient": "age1..."}
 
+and, for a teacher who starts recordings with a FIDO2 security key, one more field naming the
+credential `classcam keys new --security-key` made on it (formats/assertion.py):
+
+     "security_key": {"rp_id": "classcam", "credential_id": "<base64url>",
+                      "public_key": "<base64url CBOR COSE key, ES256 or EdDSA>"}
+
+The signing key always signs the card (on the teacher's computer, as before); a card with a
+security key also accepts start tokens that key signs. Cards without the field parse as before.
+
 Everything is read from those signed bytes, never from a copy or a re-serialisation: the parser
 verifies the JWS with PyJWT, passing the key the payload names as a key *object* and the algorithm
 list `["EdDSA"]` alone, then parses the verified bytes with a JSON parser that refuses a duplicate
@@ -35,6 +44,9 @@ import jwt
 import pyrage
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric import ec
+from fido2 import cbor
+from fido2.cose import ES256, CoseKey, EdDSA
 from jwt.utils import base64url_decode
 
 from formats import ids
@@ -46,6 +58,10 @@ MAX_NAME = 200
 JWS_HEADER = {"alg": "EdDSA", "typ": "classcam-card"}
 _FILE_FIELDS = {"classcam_card", "jws"}
 _FIELDS = {"classcam_card", "teacher_id", "name", "signing_key", "recipient"}
+_OPTIONAL = {"security_key"}
+_SECURITY_KEY_FIELDS = {"rp_id", "credential_id", "public_key"}
+SECURITY_KEY_RP_ID = "classcam"  # formats.assertion.RP_ID, which imports this module
+MAX_CREDENTIAL_ID = 1023  # CTAP2 allows credential ids up to 1023 bytes
 
 
 class CardRejected(Exception):
@@ -57,6 +73,20 @@ class CardRejected(Exception):
 
 
 @dataclass(frozen=True)
+class SecurityKeyCredential:
+    """A credential on a teacher's FIDO2 security key: its id and its COSE public key (ES256 or
+    EdDSA), for the relying party `classcam`."""
+
+    credential_id: bytes
+    public_key: CoseKey
+
+    def as_field(self) -> dict:
+        """The card's `security_key` field."""
+        return {"rp_id": SECURITY_KEY_RP_ID, "credential_id": b64(self.credential_id),
+                "public_key": b64(cbor.encode(dict(self.public_key)))}
+
+
+@dataclass(frozen=True)
 class TeacherCard:
     """A verified teacher card: who the teacher is, the key their tokens are signed with, and the
     age recipient their recordings are encrypted to."""
@@ -65,15 +95,19 @@ class TeacherCard:
     name: str
     signing_key: Ed25519PublicKey
     recipient: str
+    security_key: SecurityKeyCredential | None = None
 
     @classmethod
     def create(cls, teacher_id: str, name: str, signing_key: Ed25519PrivateKey,
-               recipient: str) -> tuple[TeacherCard, bytes]:
+               recipient: str, security_key: SecurityKeyCredential | None = None
+               ) -> tuple[TeacherCard, bytes]:
         """Sign a new card; returns the card and its file contents. Raises `CardRejected` for
         a field the parser would refuse."""
-        payload = {"classcam_card": CARD_VERSION, "teacher_id": teacher_id, "name": name,
-                   "signing_key": b64(raw_public(signing_key.public_key())),
-                   "recipient": recipient}
+        payload: dict[str, Any] = {
+            "classcam_card": CARD_VERSION, "teacher_id": teacher_id, "name": name,
+            "signing_key": b64(raw_public(signing_key.public_key())), "recipient": recipient}
+        if security_key is not None:
+            payload["security_key"] = security_key.as_field()
         payload_bytes = json.dumps(payload, ensure_ascii=False).encode()
         token = jwt.PyJWS().encode(payload_bytes, signing_key, algorithm="EdDSA",
                                    headers={"typ": JWS_HEADER["typ"]})
@@ -104,8 +138,10 @@ class TeacherCard:
         if not isinstance(doc["jws"], str):
             raise CardRejected("jws must be a string")
         fields = _verified_fields(doc["jws"])
+        security_key = fields.get("security_key")
         return cls(fields["teacher_id"], fields["name"], _public_key(fields["signing_key"]),
-                   fields["recipient"])
+                   fields["recipient"],
+                   None if security_key is None else _security_key(security_key))
 
     @property
     def fingerprint(self) -> str:
@@ -172,7 +208,9 @@ def _fields(payload: bytes) -> dict:
         fields = strict_json(payload)
     except ValueError as e:
         raise CardRejected(f"card payload is not JSON{_detail(e)}") from None
-    if not isinstance(fields, dict) or set(fields) != _FIELDS:
+    if not isinstance(fields, dict) or not _FIELDS <= set(fields) <= _FIELDS | _OPTIONAL:
+        # (the optional security_key is named in the docs, not here: the message stays the one
+        # older units give)
         raise CardRejected(f"card must have exactly the fields {sorted(_FIELDS)}")
     for field in _FIELDS - {"classcam_card"}:
         if not isinstance(fields[field], str):
@@ -196,7 +234,48 @@ def _checked(fields: dict) -> dict:
         pyrage.x25519.Recipient.from_str(fields["recipient"])
     except Exception:
         raise CardRejected("recipient is not an age X25519 recipient") from None
+    if "security_key" in fields:
+        _security_key(fields["security_key"])
     return fields
+
+
+def _security_key(field: object) -> SecurityKeyCredential:
+    """The card's `security_key` field, checked: the classcam relying party, a credential id,
+    and an ES256 (P-256) or EdDSA (Ed25519) COSE public key that is a usable point."""
+    if not isinstance(field, dict) or set(field) != _SECURITY_KEY_FIELDS \
+            or not all(isinstance(v, str) for v in field.values()):
+        raise CardRejected(f"security_key must have exactly the string fields "
+                           f"{sorted(_SECURITY_KEY_FIELDS)}")
+    if field["rp_id"] != SECURITY_KEY_RP_ID:
+        raise CardRejected(f"security_key rp_id must be {SECURITY_KEY_RP_ID!r}")
+    try:
+        credential_id = unb64(field["credential_id"])
+        encoded = unb64(field["public_key"])
+        cose = cbor.decode(encoded)
+    except Exception:  # fido2's CBOR decoder raises what its input provokes
+        raise CardRejected("security_key is not base64url credential id and CBOR key") from None
+    if not credential_id or len(credential_id) > MAX_CREDENTIAL_ID:
+        raise CardRejected(f"security_key credential_id must be 1 to {MAX_CREDENTIAL_ID} bytes")
+    if not isinstance(cose, dict) or cbor.encode(cose) != encoded:
+        raise CardRejected("security_key public_key is not a canonical CBOR map")
+    return SecurityKeyCredential(credential_id, _cose_key(cose))
+
+
+def _cose_key(cose: dict) -> CoseKey:
+    try:
+        if cose == {1: 2, 3: ES256.ALGORITHM, -1: 1, -2: cose.get(-2), -3: cose.get(-3)}:
+            x, y = cose[-2], cose[-3]
+            if not (isinstance(x, bytes) and isinstance(y, bytes) and len(x) == len(y) == 32):
+                raise ValueError("a P-256 coordinate is 32 bytes")
+            ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + x + y)
+            return ES256(cose)
+        if cose == {1: 1, 3: EdDSA.ALGORITHM, -1: 6, -2: cose.get(-2)}:
+            ed25519_public_key(cose[-2])
+            return EdDSA(cose)
+    except ValueError as e:
+        raise CardRejected(f"security key is refused: {e}") from None
+    raise CardRejected("security_key public_key must be an ES256 (P-256) or EdDSA (Ed25519) "
+                       "COSE key")
 
 
 def _public_key(text: str) -> Ed25519PublicKey:

@@ -2,8 +2,10 @@
 state, while the real daemon runs (`classcam run --hw sim`). Newline-delimited JSON:
 
     {"cmd": "press"}                                   the record button
-    {"cmd": "pad_arm"}                                 the pad's record key
-    {"cmd": "pin", "teacher": ID, "pin": "4321", "act": "start"}   answers the unit's result
+    {"cmd": "pad_arm"}                                 the keypad's record key (+)
+    {"cmd": "pin", "teacher": ID, "pin": "432187", "act": "start"}   types the teacher's number
+                                and PIN on the simulated keypad (plugging in their security key,
+                                if they have one); answers the unit's result or the pad's refusal
     {"cmd": "fault", "name": "speaker", "on": true}
     {"cmd": "status"}            {"state", "fault", "open": [...], "recording_led", "light"}
     {"cmd": "block_loop", "seconds": 1.0}   blocks the daemon's event loop (watchdog tests)

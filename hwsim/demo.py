@@ -4,10 +4,11 @@ to the lesson video on the teacher's own computer, then the timeline and the P1-
     python -m hwsim.demo [--out demo-out] [--seconds 60] [--realtime]
 
 What runs is the real daemon (`classcam run --hw sim`) with simulated button, LEDs, speaker,
-camera, microphone and PIN pad, uploading over real mutual TLS to the reference account server
-on loopback. The teacher's keys are made as `classcam keys new` makes them on the teacher's own
-computer, enrolled as IT would with `classcam roster add`, and at the end the teacher downloads
-with `classcam account get` and joins the lesson with `classcam decrypt`.
+camera, microphone and USB keypad (read by the real pad service, pinpad), uploading over real
+mutual TLS to the reference account server on loopback. The teacher's keys are made as
+`classcam keys new` makes them on the teacher's own computer, enrolled as IT would with
+`classcam roster add`, and at the end the teacher downloads with `classcam account get` and
+joins the lesson with `classcam decrypt`.
 """
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ import time
 from pathlib import Path
 
 from hwsim.invariants import check_all
-from hwsim.lab import PASSPHRASE, Lab
+from hwsim.lab import PASSPHRASE, Lab, RunningUnit
 
-TEACHER, PIN = "t-evans", "4321"
+TEACHER, PIN = "t-evans", "432187"
+# A second teacher, whose key is on their own FIDO2 security key (simulated), with its PIN.
+FIDO_TEACHER, FIDO_PIN = "t-ahmed", "246810"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,8 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     shutil.rmtree(args.out, ignore_errors=True)
-    say("Setting up: the teacher makes their keys; IT enrols their card; the pad learns the PIN")
-    lab = Lab.create(args.out.resolve(), teachers={TEACHER: PIN},
+    say("Setting up: the teachers make their keys (one on a security key); IT enrols their cards "
+        "on the unit and the pad; the pad seals the first teacher's key under their PIN")
+    lab = Lab.create(args.out.resolve(), teachers={TEACHER: PIN, FIDO_TEACHER: FIDO_PIN},
+                     security_keys={FIDO_TEACHER},
                      sim={"speed": 1.0 if args.realtime else 10.0},
                      notice={"languages": ["en", "cy"]},
                      capture={"width": 1280, "height": 720, "fps": 25, "segment_seconds": 10,
@@ -47,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         unit.control("press")
         unit.wait_state("armed")
         say("The unit is armed (amber blinking) and sends a challenge to the PIN pad")
-        say("The teacher types their PIN on the pad: it mints a signed start token")
+        say("The teacher types their number and PIN on the USB keypad: the real pad service "
+            "(classcam-pinpad) unseals their key (Argon2id) and signs a start token")
         result = unit.control("pin", teacher=TEACHER, pin=PIN)["result"]
         say(f"The unit answers the pad: {result}")
         if not result["ok"]:
@@ -62,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         unit.control("press")
         unit.wait_state("idle", timeout=60)
         say("Devices closed, LED off, the room told that recording has stopped")
+        if not security_key_lesson(unit, min(args.seconds, 3.0)):
+            return 1
         unit.wait_uploaded(timeout=300)
         say("The last segment and the signed manifest are uploaded; the unit's spool is empty")
     events = lab.timeline()
@@ -88,6 +96,25 @@ def main(argv: list[str] | None = None) -> int:
     print("  timeline.jsonl, daemon.log    the simulator's record and the daemon's journal")
     print("  teacher-computers/            the teacher's keys (passphrase-protected) and card")
     return 1 if problems or lesson is None or lab.spooled() else 0
+
+
+def security_key_lesson(unit: RunningUnit, seconds: float) -> bool:
+    """A short lesson by the teacher whose key is on their security key."""
+    say(f"Another teacher ({FIDO_TEACHER}) plugs in their FIDO2 security key and presses record")
+    unit.control("press")
+    unit.wait_state("armed")
+    say("They type their number and PIN: the pad gives the PIN to the security key, which checks "
+        "it and signs the unit's challenge; the pad holds no key of theirs")
+    result = unit.control("pin", teacher=FIDO_TEACHER, pin=FIDO_PIN)["result"]
+    say(f"The unit answers the pad: {result}")
+    if not result["ok"]:
+        return False
+    unit.wait_state("recording", timeout=120)
+    time.sleep(seconds)
+    unit.control("press")
+    unit.wait_state("idle", timeout=60)
+    say(f"{seconds:g} s recorded, encrypted to {FIDO_TEACHER}, and stopped")
+    return True
 
 
 def teacher_downloads_and_decrypts(lab: Lab) -> Path | None:

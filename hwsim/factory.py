@@ -3,7 +3,6 @@ Registered as `sim` in the entry-point group `classcam.hardware` by the `classca
 distribution; the daemon finds it by that name and never imports it."""
 from __future__ import annotations
 
-import asyncio
 import shutil
 from dataclasses import dataclass, field
 
@@ -15,7 +14,7 @@ from hwsim import control
 from hwsim.capture import SimCamera, SimEncodingCamera, SimMicrophone
 from hwsim.faults import Faults
 from hwsim.gpio import SimPinFactory
-from hwsim.pinpad import SimPinPad
+from hwsim.keypad import SimPad
 from hwsim.speaker import MemorySpeaker
 from hwsim.timeline import Timeline
 from led_indicator.lights import RecordingLed, StatusLed
@@ -31,7 +30,7 @@ class SimParts:
     speaker: MemorySpeaker
     devices: dict[str, SimCamera | SimEncodingCamera | SimMicrophone]
     status_led: StatusLed | None = None
-    pad: SimPinPad | None = None
+    pad: SimPad | None = None
 
     @property
     def button_pin(self):
@@ -103,13 +102,9 @@ def make_sim_hardware(config: Config) -> SimHardware:
         a = config.audio
         hw.check_audio = lambda: audio.check_devices(a.speaker, None, a.allow_hdmi)
     if sim.pad_keystore is not None:
-        parts.pad = SimPinPad(sim.pad_keystore, config.pad.socket, timeline)
-
-        async def run_pad(unit) -> None:
-            await parts.pad.connect()
-            await asyncio.Event().wait()
-
-        hw.tasks.append(run_pad)
+        # The real pad service (pinpad), on a simulated keypad.
+        parts.pad = SimPad(sim.pad_keystore, config.pad.socket, timeline, sim.security_keys)
+        hw.tasks.append(lambda unit: parts.pad.run())
     if sim.control_socket is not None:
         hw.tasks.append(lambda unit: control.serve(sim.control_socket, unit, parts))
     hw.on_close.append(timeline.close)

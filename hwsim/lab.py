@@ -2,10 +2,10 @@
 the real daemon (`classcam run --hw sim`) running on it. The demo, the tests and the benchmarks
 all start from here.
 
-    lab = Lab.create(tmp_dir, teachers={"t-evans": "4321"})
+    lab = Lab.create(tmp_dir, teachers={"t-evans": "432187"})
     with lab.daemon() as unit:
         unit.control("press")
-        unit.control("pin", teacher="t-evans", pin="4321")
+        unit.control("pin", teacher="t-evans", pin="432187")
         unit.wait_state("recording")
     events = lab.timeline()
 
@@ -24,17 +24,19 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import tomli_w
 
+from pinpad.keystore import Keystore
 from teacher_tools.keys import TeacherKeyFiles, new_teacher_keys
 from appliance.roster import Roster
 from hwsim import timeline as timeline_file
 from hwsim.account_server import AccountServer
 from hwsim.control import ControlClient
-from hwsim.pinpad import enrol
+from hwsim.keypad import enrol
 from hwsim.pki import DEVICE, TEACHER, Credential, TestPki
+from hwsim.security_key import SimSecurityKey
 
 PASSPHRASE = "lab passphrase, not a secret"
 DEVICE_ID = "sim-unit-1"
@@ -50,20 +52,30 @@ class Lab:
 
     @classmethod
     def create(cls, root: Path, teachers: dict[str, str] | None = None, enrolled: bool = True,
-               **settings) -> Lab:
+               security_keys: Iterable[str] = (), **settings) -> Lab:
         """Make keys for each teacher (as on their own computer), enrol their cards on the unit,
-        put their signing keys on the simulated pad under their PINs, and write the config.
-        `settings` are extra TOML tables, e.g. `recording={"max_minutes": 0.05}`."""
-        lab = cls(root, teachers or {"t-evans": "4321"}, settings)
+        put them on the simulated pad, and write the config. A teacher in `security_keys` gets a
+        simulated FIDO2 security key whose PIN is theirs, with a classcam credential named in
+        their card; the pad holds only their card. Every other teacher's signing key goes on
+        the pad, sealed under their PIN. `settings` are extra TOML tables, e.g.
+        `recording={"max_minutes": 0.05}`."""
+        lab = cls(root, teachers or {"t-evans": "432187"}, settings)
         for d in (lab.keys_dir, lab.roster_dir, lab.state_dir, lab.run_dir):
             d.mkdir(parents=True, exist_ok=True)
         for teacher_id, pin in lab.teachers.items():
+            device = None
+            if teacher_id in security_keys:  # enrolled as `classcam keys new --security-key`
+                lab.security_keys_dir.mkdir(parents=True, exist_ok=True)
+                device = SimSecurityKey(lab.security_keys_dir / f"{teacher_id}.json", pin=pin)
             new_teacher_keys(lab.keys_dir, teacher_id, teacher_id.replace("-", " ").title(),
-                             PASSPHRASE)
+                             PASSPHRASE, security_key=device, security_key_pin=pin)
             files = lab.key_files(teacher_id)
             if enrolled:
                 Roster(lab.roster_dir).add(files.card.read_bytes())
-            enrol(lab.pad_dir, files.card, files.signing_key, PASSPHRASE, pin)
+            if teacher_id in security_keys:
+                Keystore(lab.pad_dir).enrol(files.card.read_bytes(), None, None)
+            else:
+                enrol(lab.pad_dir, files.card, files.signing_key, PASSPHRASE, pin)
         lab.write_config()
         return lab
 
@@ -83,6 +95,7 @@ class Lab:
     state_dir = property(lambda self: self.root / "var")
     run_dir = property(lambda self: self.root / "run")
     pad_dir = property(lambda self: self.root / "pinpad")
+    security_keys_dir = property(lambda self: self.root / "security-keys")
     config_path = property(lambda self: self.root / "etc" / "classcam.toml")
     timeline_path = property(lambda self: self.root / "timeline.jsonl")
     pad_socket = property(lambda self: self.run_dir / "pinpad.sock")
@@ -108,7 +121,8 @@ class Lab:
             "health": {"period_s": 0.5},
             "sim": {"timeline": str(self.timeline_path),
                     "control_socket": str(self.control_socket),
-                    "pad_keystore": str(self.pad_dir), "speed": 40.0},
+                    "pad_keystore": str(self.pad_dir),
+                    "security_keys": str(self.security_keys_dir), "speed": 40.0},
         }
         for name, values in self.settings.items():
             tables.setdefault(name, {}).update(values)

@@ -1,6 +1,7 @@
 """The `classcam` command.
 
-On the teacher's computer:  classcam keys new | keys show | keys card | account ls|get|rm | decrypt
+On the teacher's computer:  classcam keys new [--security-key] | keys show | keys card |
+                            keys reseal | account ls|get|rm | decrypt
 
 More commands come from other installed distributions, found by name through the entry-point
 group `classcam.commands` (each entry point is a function given a `Commands` to add to). The
@@ -94,7 +95,16 @@ def add_commands(commands: Commands) -> None:
     new.add_argument("--dir", type=Path, default=Path("."), help="where to write the files")
     new.add_argument("--passphrase-file", type=Path)
     new.add_argument("--force", action="store_true", help="overwrite existing key files")
+    new.add_argument("--security-key", action="store_true",
+                     help="also make a credential on your FIDO2 security key (plugged in, with "
+                          "a PIN) and name it in the card: start recordings with the key")
+    new.add_argument("--security-key-pin-file", type=Path,
+                     help="the security key's PIN (default: $CLASSCAM_SECURITY_KEY_PIN, or asked)")
     new.set_defaults(func=_keys_new)
+    reseal = keys.add_parser("reseal", help="seal your signing key again in today's form (scrypt)")
+    reseal.add_argument("--key", type=Path, required=True, help="your <id>.signing.pem")
+    reseal.add_argument("--passphrase-file", type=Path)
+    reseal.set_defaults(func=_keys_reseal)
     show = keys.add_parser("show", help="show a teacher card and its fingerprint")
     show.add_argument("card", type=Path)
     show.set_defaults(func=_keys_show)
@@ -148,26 +158,63 @@ def read_card(path: Path):
         raise UsageError(f"{path}: {e.strerror}") from None
 
 
-def _keys_new(args) -> int:
+def _keys_new(args, security_keys: Callable[[], list] | None = None) -> int:
+    """`classcam keys new`; `security_keys` lists the plugged-in keys (default: USB HID)."""
     from formats.card import CardRejected
+    from teacher_tools import keys
     from teacher_tools.keys import KeyFileError, new_teacher_keys, read_passphrase
+    device, pin = None, ""
     try:
+        if args.security_key:
+            found = (security_keys or keys.security_keys)()
+            if not found:
+                raise UsageError("no security key found: plug it in and try again")
+            if len(found) > 1:
+                raise UsageError("more than one security key is plugged in: leave only yours")
+            device = found[0]
+            pin = _security_key_pin(args.security_key_pin_file)
         passphrase = read_passphrase(args.passphrase_file, "New passphrase: ", confirm=True)
+        if device is not None:
+            print("touch your security key when it blinks", file=sys.stderr)
         card, files = new_teacher_keys(args.dir, args.teacher_id, args.name or args.teacher_id,
-                                       passphrase, overwrite=args.force)
+                                       passphrase, overwrite=args.force, security_key=device,
+                                       security_key_pin=pin)
     except (KeyFileError, CardRejected, OSError) as e:
         raise UsageError(str(e)) from None
     print(f"teacher card:      {files.card}   (give this to IT)")
     print(f"signing key:       {files.signing_key}   (keep; protected by your passphrase)")
     print(f"decryption key:    {files.identity}   (keep; protected by your passphrase)")
     print(f"fingerprint:       {card.fingerprint}")
+    if card.security_key is not None:
+        print("security key:      enrolled (start recordings with it and its PIN)")
+    return 0
+
+
+def _security_key_pin(file: Path | None) -> str:
+    import getpass
+    import os
+    if file is not None:
+        return file.read_text(encoding="utf-8").rstrip("\n")
+    if "CLASSCAM_SECURITY_KEY_PIN" in os.environ:
+        return os.environ["CLASSCAM_SECURITY_KEY_PIN"]
+    return getpass.getpass("Security key PIN: ")
+
+
+def _keys_reseal(args) -> int:
+    from teacher_tools.keys import KeyFileError, read_passphrase, reseal_signing_key
+    try:
+        reseal_signing_key(args.key, read_passphrase(args.passphrase_file))
+    except (KeyFileError, OSError) as e:
+        raise UsageError(str(e)) from None
+    print(f"signing key:       {args.key}   (sealed again with scrypt)")
     return 0
 
 
 def _keys_show(args) -> int:
     card = read_card(args.card)
     print(json.dumps({"teacher_id": card.teacher_id, "name": card.name,
-                      "recipient": card.recipient, "fingerprint": card.fingerprint}, indent=2))
+                      "recipient": card.recipient, "fingerprint": card.fingerprint,
+                      "security_key": card.security_key is not None}, indent=2))
     return 0
 
 

@@ -2,29 +2,52 @@
 
 `new_teacher_keys` writes three files into a directory:
 
-* `<id>.signing.pem` - the Ed25519 key that signs start tokens, PKCS#8 encrypted with the
-  passphrase (cryptography's best available encryption);
+* `<id>.signing.pem` - the Ed25519 key that signs the card (and start tokens), its PKCS#8 DER
+  encrypted with the passphrase in age's scrypt format (`seal_signing_key`);
 * `<id>.identity.age` - the age X25519 identity that decrypts the teacher's recordings, itself
   encrypted with the passphrase in age's scrypt format, so `age -d` can also unlock it;
 * `<id>.card.json` - the public teacher card that IT enrols on the unit.
 
-No private key is ever written unencrypted.
+No private key is ever written unencrypted. Both sealed files are age files with one `scrypt`
+stanza (pyrage, the Rust age implementation, does the crypto): scrypt with r = 8, p = 1 and the
+work factor rage picks so that unsealing takes about one second on the computer that seals (age's
+Go implementation fixes log2 N = 18; rage measures), and never below `MIN_SCRYPT_LOG2_N`
+(2^15: 32 MiB and about 0.1 s per guess even on a Raspberry Pi 4). Files sealed before with
+PKCS#8's 2,048-iteration PBKDF2 still load, with a note to re-seal them
+(`classcam keys reseal`).
+
+With `--security-key`, `new_teacher_keys` also makes a credential for the relying party
+`classcam` on the teacher's FIDO2 security key (`enrol_security_key`, through python-fido2's
+Ctap2 and ClientPin: the key's own PIN and a touch are required) and names it in the card; the
+private key of that credential never leaves the security key.
 """
 from __future__ import annotations
 
+import base64
 import getpass
+import hashlib
 import os
+import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyrage
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fido2.cose import ES256, EdDSA
+from fido2.ctap import CtapDevice, CtapError
+from fido2.ctap2.base import Ctap2
+from fido2.ctap2.pin import ClientPin
 
-from formats.card import TeacherCard
+from formats.assertion import RP_ID, SecurityKeyError, ctap_reason
+from formats.card import SecurityKeyCredential, TeacherCard
 from formats.durable import atomic_write
 
 MIN_PASSPHRASE = 8
+MIN_SCRYPT_LOG2_N = 15
+_AGE_HEADER = b"age-encryption.org/v1\n"
+_PKCS8_PBKDF2 = b"-----BEGIN ENCRYPTED PRIVATE KEY-----"
 
 
 class KeyFileError(Exception):
@@ -47,18 +70,27 @@ class TeacherKeyFiles:
 
 
 def new_teacher_keys(directory: Path, teacher_id: str, name: str, passphrase: str,
-                     overwrite: bool = False) -> tuple[TeacherCard, TeacherKeyFiles]:
-    """Generate a teacher's signing key and encryption identity, and their signed card."""
+                     overwrite: bool = False, security_key: CtapDevice | None = None,
+                     security_key_pin: str = "") -> tuple[TeacherCard, TeacherKeyFiles]:
+    """Generate a teacher's signing key and encryption identity, and their signed card; with
+    `security_key`, also a credential on it (see `enrol_security_key`), named in the card.
+    Nothing is written unless all of it worked."""
     if len(passphrase) < MIN_PASSPHRASE:
         raise KeyFileError(f"passphrase must be at least {MIN_PASSPHRASE} characters")
     files = TeacherKeyFiles.in_dir(directory, teacher_id)
     existing = [p for p in (files.signing_key, files.identity, files.card) if p.exists()]
     if existing and not overwrite:
         raise KeyFileError(f"{existing[0]} exists; refusing to overwrite a teacher's key")
+    credential = None
+    if security_key is not None:
+        try:
+            credential = enrol_security_key(security_key, teacher_id, name, security_key_pin)
+        except SecurityKeyError as e:
+            raise KeyFileError(f"security key: {e.reason}") from None
     signing_key = Ed25519PrivateKey.generate()
     identity = pyrage.x25519.Identity.generate()
     card, card_bytes = TeacherCard.create(teacher_id, name, signing_key,
-                                          str(identity.to_public()))
+                                          str(identity.to_public()), credential)
     directory.mkdir(parents=True, exist_ok=True)
     atomic_write(files.signing_key, seal_signing_key(signing_key, passphrase), mode=0o600)
     atomic_write(files.identity, pyrage.passphrase.encrypt(str(identity).encode(), passphrase),
@@ -67,21 +99,95 @@ def new_teacher_keys(directory: Path, teacher_id: str, name: str, passphrase: st
     return card, files
 
 
+def enrol_security_key(device: CtapDevice, teacher_id: str, name: str,
+                       pin: str) -> SecurityKeyCredential:
+    """Make a (non-resident) ES256 or EdDSA credential for the relying party `classcam` on the
+    security key `device`, with its PIN and a touch; `SecurityKeyError` says why not. The key
+    must have a PIN: the unit accepts only assertions the key verified the PIN for."""
+    try:
+        ctap = Ctap2(device)
+        if not ctap.info.options.get("clientPin"):
+            raise SecurityKeyError("the security key has no PIN: set one first (with its "
+                                   "maker's tool, or `ykman fido access change-pin`)")
+        client_pin = ClientPin(ctap)
+        try:
+            token = client_pin.get_pin_token(pin, ClientPin.PERMISSION.MAKE_CREDENTIAL, RP_ID)
+        except CtapError as e:
+            raise SecurityKeyError(ctap_reason(e.code, client_pin)) from None
+        # No attestation is checked, so the client data need only be unpredictable.
+        data_hash = hashlib.sha256(b"classcam enrolment\n" + os.urandom(32)).digest()
+        made = ctap.make_credential(
+            data_hash, {"id": RP_ID, "name": "classcam"},
+            {"id": teacher_id.encode(), "name": teacher_id, "displayName": name},
+            [{"type": "public-key", "alg": ES256.ALGORITHM},
+             {"type": "public-key", "alg": EdDSA.ALGORITHM}],
+            pin_uv_param=client_pin.protocol.authenticate(token, data_hash),
+            pin_uv_protocol=client_pin.protocol.VERSION)
+    except CtapError as e:
+        raise SecurityKeyError(ctap_reason(e.code)) from None
+    except OSError:
+        raise SecurityKeyError("no security key") from None
+    except ValueError as e:  # fido2: not a CTAP2 key, no common PIN protocol
+        raise SecurityKeyError(f"this security key cannot be used: {e}") from None
+    attested = made.auth_data.credential_data
+    if attested is None:
+        raise SecurityKeyError("the security key made no credential")
+    return SecurityKeyCredential(attested.credential_id, attested.public_key)
+
+
+def security_keys() -> list[CtapDevice]:
+    """The FIDO security keys plugged into this computer (USB HID)."""
+    from fido2.hid import CtapHidDevice  # its backend is per platform: import on use
+    return list(CtapHidDevice.list_devices())
+
+
 def seal_signing_key(key: Ed25519PrivateKey, secret: str) -> bytes:
-    """The key as PKCS#8 PEM encrypted under `secret` (a passphrase or a PIN pad's PIN)."""
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.BestAvailableEncryption(secret.encode()))
+    """The key's PKCS#8 DER, encrypted under `secret` (a passphrase or a PIN pad's PIN) in age's
+    scrypt format: an age file with one `scrypt` stanza, log2 N at least MIN_SCRYPT_LOG2_N."""
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    sealed = pyrage.passphrase.encrypt(der, secret)
+    if scrypt_work_factor(sealed) < MIN_SCRYPT_LOG2_N:
+        raise KeyFileError(f"this computer is too slow to seal a key with scrypt log2 N >= "
+                           f"{MIN_SCRYPT_LOG2_N}")
+    return sealed
+
+
+def scrypt_work_factor(sealed: bytes) -> int:
+    """log2 N of the one `scrypt` stanza of an age file made by `seal_signing_key`; ValueError
+    if it is not such a file."""
+    match = re.match(rb"age-encryption\.org/v1\n-> scrypt ([A-Za-z0-9+/]{22}) ([1-9][0-9]?)\n"
+                     rb"[A-Za-z0-9+/]{43}\n---", sealed)
+    if match is None or len(base64.b64decode(match.group(1) + b"==")) != 16:
+        raise ValueError("not an age file with one scrypt stanza")
+    return int(match.group(2))
 
 
 def load_signing_key(path: Path, secret: str) -> Ed25519PrivateKey:
-    """Unseal a signing key written by `seal_signing_key`."""
+    """Unseal a signing key written by `seal_signing_key`, or by its older form (PKCS#8 PEM
+    with 2,048-iteration PBKDF2: it loads, with a note on stderr to re-seal it)."""
+    data = path.read_bytes()
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), secret.encode())
-    except (ValueError, TypeError):
+        if data.startswith(_AGE_HEADER):
+            key = serialization.load_der_private_key(pyrage.passphrase.decrypt(data, secret),
+                                                     None)
+        else:
+            key = serialization.load_pem_private_key(data, secret.encode())
+    except (ValueError, TypeError, pyrage.DecryptError):
         raise KeyFileError(f"{path}: wrong passphrase or not a classcam signing key") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyFileError(f"{path}: not an Ed25519 key")
+    if data.startswith(_PKCS8_PBKDF2):
+        print(f"classcam: note: {path} is sealed with 2,048-iteration PBKDF2, which is quick to "
+              f"search; re-seal it with scrypt: classcam keys reseal --key {path}",
+              file=sys.stderr)
     return key
+
+
+def reseal_signing_key(path: Path, passphrase: str) -> None:
+    """Seal the signing key at `path` again, in today's form (`seal_signing_key`)."""
+    key = load_signing_key(path, passphrase)
+    atomic_write(path, seal_signing_key(key, passphrase), mode=0o600)
 
 
 def load_identity(path: Path, passphrase: str) -> pyrage.x25519.Identity:

@@ -22,7 +22,7 @@ def short_dir():
 def lab_template(tmp_path_factory) -> Lab:
     """Two teachers' keys, made once per test session (scrypt makes this slow)."""
     return Lab.create(tmp_path_factory.mktemp("lab-template"),
-                      teachers={"t-evans": "4321", "t-jones": "9876"})
+                      teachers={"t-evans": "432187", "t-jones": "987654"})
 
 
 @pytest.fixture

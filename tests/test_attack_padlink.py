@@ -110,7 +110,7 @@ def test_a_serial_pad_that_stops_reading_does_not_hold_up_a_stop(lab):
         assert pad.readline()["reason"] == "stopped"  # the serial link is up
         unit.control("press")
         unit.wait_state("armed")
-        assert unit.control("pin", teacher="t-evans", pin="4321")["result"]["ok"]
+        assert unit.control("pin", teacher="t-evans", pin="432187")["result"]["ok"]
         unit.wait_state("recording")
 
         # The pad stops reading and keeps talking: the unit's answers fill the terminal, then
@@ -146,7 +146,7 @@ def test_a_serial_pad_with_a_full_link_does_not_hold_up_the_button(lab):
         button = ControlClient(lab.control_socket, timeout=BOUND_S)
         assert button("press")["ok"]  # arming sends the pad a challenge it cannot take
         _wait(lambda: button("status")["state"] == "armed", what="the unit to arm")
-        assert button("pin", teacher="t-evans", pin="4321")["result"]["ok"]
+        assert button("pin", teacher="t-evans", pin="432187")["result"]["ok"]
         _wait(lambda: button("status")["state"] == "recording", what="the recording")
         pressed_at = time.monotonic()
         assert button("press")["ok"]

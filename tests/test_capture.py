@@ -140,7 +140,7 @@ def test_no_plaintext_media_reaches_the_units_directories_during_or_after_record
 def test_camera_stall_stops_cleanly_with_everything_before_it_sealed(unit, lab):
     unit.control("press")
     unit.wait_state("armed")
-    unit.control("pin", teacher="t-evans", pin="4321")
+    unit.control("pin", teacher="t-evans", pin="432187")
     unit.wait_state("recording")
     _wait_sealed(lab)
     unit.control("fault", name="camera_stall", on=True)
@@ -162,7 +162,7 @@ def test_camera_stall_stops_cleanly_with_everything_before_it_sealed(unit, lab):
 def test_microphone_failure_stops_cleanly(unit, lab):
     unit.control("press")
     unit.wait_state("armed")
-    unit.control("pin", teacher="t-evans", pin="4321")
+    unit.control("pin", teacher="t-evans", pin="432187")
     unit.wait_state("recording")
     _wait_sealed(lab)
     unit.control("fault", name="microphone_error", on=True)
@@ -177,7 +177,7 @@ def test_microphone_failure_stops_cleanly(unit, lab):
 def test_full_disk_stops_recording_before_a_segment_is_lost(unit, lab):
     unit.control("press")
     unit.wait_state("armed")
-    unit.control("pin", teacher="t-evans", pin="4321")
+    unit.control("pin", teacher="t-evans", pin="432187")
     unit.wait_state("recording")
     _wait_sealed(lab)
     unit.control("fault", name="disk_full", on=True)

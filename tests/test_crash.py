@@ -31,7 +31,7 @@ def _kill_during_recordings(lab, trials: int, seed: int) -> list[float]:
             unit.control("press")
             unit.wait_state("armed")
             delay = rng.uniform(0.0, 2.0)
-            unit.control("pin", teacher="t-evans", pin="4321")
+            unit.control("pin", teacher="t-evans", pin="432187")
             time.sleep(delay)  # the random moment of the power cut: what is under test
             unit.kill()
         delays.append(delay)

@@ -60,7 +60,7 @@ def test_doctor_while_recording_leaves_the_devices_alone_and_says_they_are_in_us
     with lab.account(), lab.daemon() as unit:
         unit.control("press")
         unit.wait_state("armed")
-        unit.control("pin", teacher="t-evans", pin="4321")
+        unit.control("pin", teacher="t-evans", pin="432187")
         unit.wait_state("recording")
         before = lab.timeline()
         run = doctor(lab)

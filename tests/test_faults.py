@@ -12,7 +12,7 @@ from tests.media import spool_contents
 def _start(unit):
     unit.control("press")
     unit.wait_state("armed")
-    return unit.control("pin", teacher="t-evans", pin="4321")["result"]
+    return unit.control("pin", teacher="t-evans", pin="432187")["result"]
 
 
 STATUS_PINS = ("status_red", "status_green", "status_blue")

@@ -54,7 +54,7 @@ def test_fleet_prints_one_line_per_unit_and_fails_on_a_fault_or_an_offline_unit(
         speaker.control("fault", name="speaker", on=True)
         speaker.control("press")
         speaker.wait_state("armed")
-        speaker.control("pin", teacher="t-evans", pin="4321")
+        speaker.control("pin", teacher="t-evans", pin="432187")
         wait_until(lambda: _status(it, "sim-unit-2") == "fault", 10, "no speaker fault")
         # sim-unit-3 loses power.
         units["sim-unit-3"].kill()

@@ -69,7 +69,7 @@ def test_messages_on_every_topic_change_nothing_idle_armed_or_recording(lab, bro
         # Recording: nothing stops, pauses or discards it.
         unit.control("press")
         unit.wait_state("armed")
-        unit.control("pin", teacher="t-evans", pin="4321")
+        unit.control("pin", teacher="t-evans", pin="432187")
         unit.wait_state("recording")
         before = len(lab.timeline())
         _blast(admin)
@@ -123,7 +123,7 @@ def test_a_school_day_says_nothing_of_who_or_when_and_looks_like_a_day_without_l
             mid_period(0.6)
             unit.control("press")
             unit.wait_state("armed")
-            assert unit.control("pin", teacher="t-evans", pin="4321")["result"]["ok"]
+            assert unit.control("pin", teacher="t-evans", pin="432187")["result"]["ok"]
             unit.wait_state("recording")
             mid_period(0.2)
             unit.control("press")
@@ -140,7 +140,7 @@ def test_a_school_day_says_nothing_of_who_or_when_and_looks_like_a_day_without_l
         mid_period(0.6)
         unit.control("press")                # the notice cannot play: no recording
         unit.wait_state("armed")
-        unit.control("pin", teacher="t-evans", pin="4321")
+        unit.control("pin", teacher="t-evans", pin="432187")
         unit.wait_state("idle")
         mid_period()
         unit.control("fault", name="speaker", on=False)

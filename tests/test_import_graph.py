@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("appliance", "capture", "uploader", "led_indicator", "formats", "teacher_tools",
-            "hwsim", "tests")
+            "pinpad", "hwsim", "tests")
 DAEMON = ("appliance", "capture", "uploader", "led_indicator")
 TEACHER = ("formats", "teacher_tools")
 # Standard-library modules that exist on one family of systems only.
@@ -28,7 +28,7 @@ PLATFORM_ONLY = {"fcntl", "grp", "pwd", "termios", "resource", "posix", "pty", "
                  "msvcrt", "winreg", "winsound", "_winapi", "nt"}
 # The import name of each distribution the teacher's tools depend on.
 IMPORT_NAMES = {"cryptography": "cryptography", "pyjwt": "jwt", "pyrage": "pyrage", "av": "av",
-                "requests": "requests", "pynacl": "nacl"}
+                "requests": "requests", "pynacl": "nacl", "fido2": "fido2"}
 
 
 def project_files() -> list[Path]:
@@ -112,7 +112,8 @@ MODULES = {module_name(p): p for p in FILES}
 def test_the_walk_sees_the_project():
     # A walk that found nothing would pass every rule below.
     assert {"appliance.daemon", "formats.card", "teacher_tools.cli", "hwsim.factory",
-            "capture.pipeline", "uploader.spool", "led_indicator.guard"} <= set(MODULES)
+            "capture.pipeline", "uploader.spool", "led_indicator.guard",
+            "pinpad.service"} <= set(MODULES)
     assert "hwsim.factory" in {m for m in imports(ROOT / "tests" / "inprocess.py")}
 
 
@@ -130,6 +131,18 @@ def test_no_cycle_between_modules_at_import_time():
              for module, path in MODULES.items()}
     cycle = find_cycle(graph)
     assert cycle is None, f"modules import each other at import time: {' -> '.join(cycle)}"
+
+
+def test_the_pad_service_imports_neither_the_daemon_nor_the_simulator():
+    # The pad runs as its own user with the PINs and teachers' keys; the daemon's room and the
+    # simulator stay out of it (shared code lives in formats).
+    offenders = sorted(f"{module_name(p)} imports {m}" for p in FILES
+                       if top(module_name(p)) == "pinpad"
+                       for m in imports(p) if top(m) in ("appliance", "hwsim"))
+    assert offenders == []
+    daemon = sorted(f"{module_name(p)} imports {m}" for p in FILES
+                    if top(module_name(p)) in DAEMON for m in imports(p) if top(m) == "pinpad")
+    assert daemon == [], "the daemon never holds the pad's code (nor a PIN)"
 
 
 @pytest.mark.parametrize("package", DAEMON + TEACHER)

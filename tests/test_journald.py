@@ -101,7 +101,7 @@ def test_under_systemd_lines_are_journal_entries_with_fields_released_on_the_tic
     def entries() -> list[dict]:
         return [json.loads(l) for l in out.read_text().splitlines()] if out.exists() else []
 
-    def refused(pin: str = "0000") -> None:
+    def refused(pin: str = "000000") -> None:
         if unit.state() != "armed":
             unit.control("press")
             unit.wait_state("armed")
@@ -135,7 +135,7 @@ def test_under_systemd_lines_are_journal_entries_with_fields_released_on_the_tic
         unit.control("fault", name="speaker", on=True)
         unit.control("press")
         unit.wait_state("armed")
-        unit.control("pin", teacher="t-evans", pin="4321")   # the notice cannot play
+        unit.control("pin", teacher="t-evans", pin="432187")   # the notice cannot play
         unit.wait_state("idle")
         assert time.monotonic() < tick + period - 0.2, "too slow to stay inside one period"
         wait_until(lambda: any(e["CLASSCAM_EVENT"] == "fault" for e in entries()), 10,

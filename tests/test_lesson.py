@@ -56,7 +56,7 @@ def test_stop_while_starting_cuts_the_notice_and_never_opens(lab):
     with lab.daemon() as unit:
         unit.control("press")
         unit.wait_state("armed")
-        assert unit.control("pin", teacher="t-evans", pin="4321")["result"]["ok"]
+        assert unit.control("pin", teacher="t-evans", pin="432187")["result"]["ok"]
         unit.wait_state("starting")
         deadline = time.monotonic() + 10
         while not any(e["ev"] == "notice" and e["label"] == "start" for e in lab.timeline()):
@@ -79,7 +79,7 @@ def test_stop_from_the_pad_needs_no_token(unit, lab):
     from tests.padclient import PadClient
     unit.control("press")
     unit.wait_state("armed")
-    unit.control("pin", teacher="t-jones", pin="9876")
+    unit.control("pin", teacher="t-jones", pin="987654")
     unit.wait_state("recording")
     pad = PadClient(lab.pad_socket)
     pad.send({"type": "stop"})
@@ -93,7 +93,7 @@ def test_stop_from_the_pad_needs_no_token(unit, lab):
 def test_wrong_pin_is_refused_on_the_pad_and_nothing_opens(unit, lab):
     unit.control("press")
     unit.wait_state("armed")
-    result = unit.control("pin", teacher="t-evans", pin="0000")["result"]
+    result = unit.control("pin", teacher="t-evans", pin="000000")["result"]
     assert result["ok"] is False and result["reason"] == "wrong PIN"
     assert unit.state() == "armed"
     assert device_intervals(lab.timeline()) == []
@@ -109,7 +109,7 @@ def test_arming_times_out_back_to_idle(lab):
         unit.wait_state("idle", timeout=5)
         assert 0.3 < time.monotonic() - armed_at < 3
         # The PIN typed after the timeout gets no recording.
-        result = unit.control("pin", teacher="t-evans", pin="4321")["result"]
+        result = unit.control("pin", teacher="t-evans", pin="432187")["result"]
         assert result["ok"] is False
     assert device_intervals(lab.timeline()) == []
 
@@ -120,7 +120,7 @@ def test_maximum_length_stops_the_recording(lab):
     with lab.daemon() as unit:
         unit.control("press")
         unit.wait_state("armed")
-        unit.control("pin", teacher="t-evans", pin="4321")
+        unit.control("pin", teacher="t-evans", pin="432187")
         unit.wait_state("recording")
         unit.wait_state("idle", timeout=10)
     events = lab.timeline()
@@ -134,7 +134,7 @@ def test_sigterm_during_recording_closes_devices_then_darkens_the_led(lab):
     with lab.daemon() as unit:
         unit.control("press")
         unit.wait_state("armed")
-        unit.control("pin", teacher="t-evans", pin="4321")
+        unit.control("pin", teacher="t-evans", pin="432187")
         unit.wait_state("recording")
         assert unit.terminate() == 0
     events = lab.timeline()
@@ -149,13 +149,13 @@ def test_discard_by_the_teacher_who_recorded_deletes_the_recording(unit, lab):
     # Another teacher cannot discard it.
     unit.control("press")
     unit.wait_state("armed")
-    result = unit.control("pin", teacher="t-jones", pin="9876", act="discard")["result"]
+    result = unit.control("pin", teacher="t-jones", pin="987654", act="discard")["result"]
     assert result == {"type": "result", "ok": False, "reason": "nothing to discard"}
     assert len(spool_contents(lab)) == 1
     # The teacher who made it can.
     unit.control("press")
     unit.wait_state("armed")
-    result = unit.control("pin", teacher="t-evans", pin="4321", act="discard")["result"]
+    result = unit.control("pin", teacher="t-evans", pin="432187", act="discard")["result"]
     assert result == {"type": "result", "ok": True, "reason": "discarded"}
     unit.wait_state("idle")
     assert spool_contents(lab) == []

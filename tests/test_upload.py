@@ -59,7 +59,7 @@ def test_a_lesson_goes_to_the_teachers_account_during_recording_and_the_teacher_
     with lab.account() as server, lab.daemon() as unit:
         unit.control("press")
         unit.wait_state("armed")
-        unit.control("pin", teacher=TEACHER, pin="4321")
+        unit.control("pin", teacher=TEACHER, pin="432187")
         unit.wait_state("recording")
         deadline = time.monotonic() + 10
         while not server.stored(TEACHER):  # the first segment arrives while recording
@@ -220,7 +220,7 @@ def test_a_full_spool_stops_recording_refuses_a_new_one_aloud_and_loses_nothing(
         server.faults.set("refuse")  # nothing leaves the unit, so the spool fills
         unit.control("press")
         unit.wait_state("armed")
-        assert unit.control("pin", teacher=TEACHER, pin="4321")["result"]["ok"]
+        assert unit.control("pin", teacher=TEACHER, pin="432187")["result"]["ok"]
         unit.wait_state("recording")
         unit.wait_state("idle", timeout=60)  # stopped by itself before the quota was exceeded
         status = unit.control("status")
@@ -231,7 +231,7 @@ def test_a_full_spool_stops_recording_refuses_a_new_one_aloud_and_loses_nothing(
         # A new recording is refused, out loud, and nothing opens.
         unit.control("press")
         unit.wait_state("armed")
-        result = unit.control("pin", teacher=TEACHER, pin="4321")["result"]
+        result = unit.control("pin", teacher=TEACHER, pin="432187")["result"]
         assert result == {"type": "result", "ok": False, "reason": "storage full"}
         events = lab.timeline()
         assert len(device_intervals(events)) == opened
@@ -265,7 +265,7 @@ def test_discard_is_of_the_last_recording_made_and_says_what_already_reached_the
             time.sleep(0.05)
         unit.control("press")
         unit.wait_state("armed")
-        result = unit.control("pin", teacher=TEACHER, pin="4321", act="discard")["result"]
+        result = unit.control("pin", teacher=TEACHER, pin="432187", act="discard")["result"]
         # "The last recording" is the newest made, not the newest still here.
         assert result == {"type": "result", "ok": False,
                           "reason": "already uploaded: delete it from your account"}
@@ -273,7 +273,7 @@ def test_discard_is_of_the_last_recording_made_and_says_what_already_reached_the
         # A recording of which some segments are in the account already, the manifest not.
         unit.control("press")
         unit.wait_state("armed")
-        unit.control("pin", teacher=TEACHER, pin="4321")
+        unit.control("pin", teacher=TEACHER, pin="432187")
         unit.wait_state("recording")
         while len(server.stored(TEACHER)) < 3:
             assert time.monotonic() < deadline + 30
@@ -287,7 +287,7 @@ def test_discard_is_of_the_last_recording_made_and_says_what_already_reached_the
         unit.wait_state("idle")
         unit.control("press")
         unit.wait_state("armed")
-        result = unit.control("pin", teacher=TEACHER, pin="4321", act="discard")["result"]
+        result = unit.control("pin", teacher=TEACHER, pin="432187", act="discard")["result"]
         assert result["ok"] and re.fullmatch(
             r"discarded; [1-9]\d* file\(s\) already uploaded stay in your account until you "
             r"delete them there", result["reason"]), result

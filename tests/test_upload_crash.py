@@ -26,7 +26,7 @@ def _kill_at_random(lab, server, trials: int, seed: int) -> dict[str, dict[str, 
                 server.faults.set("slow", count=2, seconds=0.3)
             unit.control("press")
             unit.wait_state("armed")
-            unit.control("pin", teacher=TEACHER, pin="4321")
+            unit.control("pin", teacher=TEACHER, pin="432187")
             # The sleeps are the random moments of the power cuts: what this test is about.
             moment = rng.random()
             if moment < 0.2:            # while starting (tests/test_crash.py dwells on this)
