@@ -29,12 +29,15 @@ setup(
         "numpy>=1.24",
         "requests>=2.31",
         "tenacity>=8.2",
+        "Pillow>=10",       # privacy zones' polygons, the notice sheet as PNG
+        "reportlab>=4",     # the notice sheet as PDF
     ],
     extras_require={
         "pi": ["sounddevice>=0.4", "opencv-python-headless>=4.8"],
         # setuptools: tests build the teacher's wheel without build isolation (no registry).
         "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "setuptools>=70.1",
-                 "ruff>=0.6", "mypy>=1.10"],
+                 "ruff>=0.6", "mypy>=1.10",
+                 "pypdf>=4"],
     },
     entry_points={
         # The unit's commands, added to the one `classcam` script of classcam-teacher.

@@ -42,6 +42,7 @@ import numpy as np
 from capture.devices import CaptureError, without_frames
 from formats.manifest import SegmentEntry, sidecar_file
 from capture.sealing import Sealed, SealingSink
+from capture.zones import Zone, fill_zones
 from formats.durable import atomic_write
 from formats.media import TIMELINE_START
 
@@ -93,6 +94,8 @@ class CaptureSettings:
     stall_timeout_s: float = 2.0
     # The longest a stop waits for the encoder to flush and seal the last segment.
     seal_timeout_s: float = 15.0
+    # privacy zones: filled in every frame before any encoder (capture/zones.py)
+    zones: tuple[Zone, ...] = ()
 
 
 class DiskFull(CaptureError):
@@ -166,7 +169,9 @@ class Recorder:
                 samples = self._microphone.read(samples_for_frame(s, self.frames),
                                                 s.stall_timeout_s)
                 self._reading = None
-                self._put((picture(image, self.frames), samples))
+                frame = picture(image, self.frames)
+                fill_zones(frame, s.zones)  # privacy zones: before any encoder
+                self._put((frame, samples))
                 self.frames += 1
         except CaptureError as e:  # camera or microphone: what was captured is still sealed
             failure = without_frames(e)
