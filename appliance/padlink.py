@@ -4,6 +4,7 @@ serial device.
     pad -> unit  {"type": "arm"}                  same as pressing the record button
                  {"type": "token", "token": JWT}  a start or discard token
                  {"type": "stop"}                 stop, no token needed (P8)
+                 {"type": "mark"}                 bookmark this moment of the recording
     unit -> pad  {"type": "challenge", "device": ID, "nonce": N, "expires_in": 60}
                  {"type": "result", "ok": bool, "reason": str}
 
@@ -48,13 +49,13 @@ MAX_BACKLOG = 4 * MAX_LINE
 # A serial pad that is absent or failed is tried again after at most this long.
 REOPEN_MAX_S = 2.0
 OPEN_TIMEOUT_S = 5.0
-_MESSAGES = {"arm": {"type"}, "stop": {"type"}, "token": {"type", "token"}}
+_MESSAGES = {"arm": {"type"}, "stop": {"type"}, "mark": {"type"}, "token": {"type", "token"}}
 
 Send = Callable[[dict], None]
 
 
 class MalformedMessage(Exception):
-    """A line on the pad link that is not one of the three messages."""
+    """A line on the pad link that is not one of the four messages."""
 
 
 def parse_message(line: bytes) -> dict:
@@ -110,6 +111,9 @@ class PadLink:
         elif msg["type"] == "stop":
             await self._unit.stop("stop from pad")
             send({"type": "result", "ok": True, "reason": "stopped"})
+        elif msg["type"] == "mark":
+            marked = self._unit.mark()
+            send({"type": "result", "ok": marked.ok, "reason": marked.reason})
         else:
             result = await self._unit.present(msg["token"])
             send({"type": "result", "ok": result.ok, "reason": result.reason})

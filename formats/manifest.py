@@ -19,7 +19,13 @@ and the body is:
      "ended_by": "stop" | "maximum length" | "fault: ..." | "interrupted",
      "start": {"monotonic": float, "wall": float}, "end": {"monotonic": float, "wall": float},
      "segments": [{"index": 1, "file": "seg-000001.ts.age", "sha256": hex of the ciphertext,
-                   "duration": seconds, "first_pts": seconds, "last_pts": seconds}, ...]}
+                   "duration": seconds, "first_pts": seconds, "last_pts": seconds}, ...],
+     "bookmarks": [seconds from the lesson's start, ...]}
+
+`bookmarks` (optional: a manifest written before bookmarks existed has none) are the moments the
+teacher marked while recording (pad link `{"type": "mark"}`), in order. They are in this
+encrypted manifest and nowhere else: not in the journal, the spool's plaintext files or the
+upload journal (P9). `classcam decrypt` writes them as chapters into the lesson.
 
 `complete` is false when the unit restarted after a crash mid-recording; the segments sealed
 before the crash are all listed.
@@ -43,6 +49,7 @@ MANIFEST_FILE = "manifest.age"
 _ENVELOPE = {"classcam_manifest", "body", "device_key", "signature"}
 _BODY = {"recording_id", "teacher_id", "device_id", "complete", "ended_by", "start", "end",
          "segments"}
+_OPTIONAL = {"bookmarks"}
 _SEGMENT = {"index", "file", "sha256", "duration", "first_pts", "last_pts"}
 
 
@@ -93,14 +100,20 @@ class Manifest:
         return [SegmentEntry(**s) for s in self.body["segments"]]
 
     @property
+    def bookmarks(self) -> list[float]:
+        """The moments the teacher marked, in seconds from the lesson's start, in order."""
+        return [float(t) for t in self.body.get("bookmarks", [])]
+
+    @property
     def device_fingerprint(self) -> str:
         return fingerprint(self.device_key)
 
 
 def seal(body: dict, device_key: Ed25519PrivateKey, recipient: str) -> bytes:
     """Sign `body` with the unit's key and encrypt the envelope to the teacher's recipient."""
-    if set(body) != _BODY:
-        raise ValueError(f"manifest body must have exactly {sorted(_BODY)}")
+    if not _BODY <= set(body) <= _BODY | _OPTIONAL:
+        raise ValueError(f"manifest body must have exactly {sorted(_BODY)}, and may have "
+                         f"{sorted(_OPTIONAL)}")
     text = _canonical(body)
     envelope = {"classcam_manifest": VERSION, "body": text,
                 "device_key": b64(raw_public(device_key.public_key())),
@@ -133,8 +146,11 @@ def open_manifest(data: bytes, identity: pyrage.x25519.Identity) -> Manifest:
     except InvalidSignature:
         raise ManifestRejected("manifest signature does not verify") from None
     body = json.loads(body_text)
-    if not isinstance(body, dict) or set(body) != _BODY or not isinstance(body["segments"], list):
+    if not isinstance(body, dict) or not _BODY <= set(body) <= _BODY | _OPTIONAL \
+            or not isinstance(body["segments"], list):
         raise ManifestRejected("manifest body is malformed")
+    if "bookmarks" in body and not _bookmarks_ok(body["bookmarks"]):
+        raise ManifestRejected("manifest bookmarks are malformed")
     for i, s in enumerate(body["segments"], start=1):
         if not isinstance(s, dict) or set(s) != _SEGMENT or s["index"] != i \
                 or s["file"] != segment_file(i):
@@ -144,7 +160,8 @@ def open_manifest(data: bytes, identity: pyrage.x25519.Identity) -> Manifest:
 
 def write_manifest(directory: Path, *, recording_id: str, teacher_id: str, device_id: str,
                    recipient: str, start: dict, end: dict, complete: bool, ended_by: str,
-                   device_key: Ed25519PrivateKey) -> list[SegmentEntry]:
+                   device_key: Ed25519PrivateKey,
+                   bookmarks: list[float] | tuple[float, ...] = ()) -> list[SegmentEntry]:
     """Write `manifest.age` for the sealed segments in `directory`, from their entries (which
     stay after a segment has been uploaded and purged), in index order; returns the segments it
     lists. A segment's entry is written just before it is sealed, so after a crash the caller
@@ -157,12 +174,18 @@ def write_manifest(directory: Path, *, recording_id: str, teacher_id: str, devic
         entries.append(SegmentEntry(**json.loads(sidecar.read_bytes())))
     body = {"recording_id": recording_id, "teacher_id": teacher_id, "device_id": device_id,
             "complete": complete, "ended_by": ended_by, "start": start, "end": end,
-            "segments": [e.to_json() for e in entries]}
+            "segments": [e.to_json() for e in entries], "bookmarks": sorted(bookmarks)}
     atomic_write(directory / MANIFEST_FILE, seal(body, device_key, recipient), mode=0o600)
     return entries
 
 
 
+
+
+def _bookmarks_ok(marks: object) -> bool:
+    return isinstance(marks, list) and all(
+        isinstance(t, int | float) and not isinstance(t, bool) and 0 <= t < 1e7 for t in marks) \
+        and marks == sorted(marks)
 
 
 def _canonical(body: dict) -> str:
