@@ -35,10 +35,12 @@ setup(
         "requests>=2.31",
         "tenacity>=8.2",
         # The pad service: the USB keypad (evdev, grabbed) and Argon2id (cryptography>=44).
-        "evdev>=1.7",
+        "evdev>=1.6"  # Debian 12 has 1.6.1 (python3-evdev, which the Debian package uses),
         # FIDO2 security keys: the pad asks the teacher's key for an assertion (CTAP2 over USB
         # HID), the unit verifies it (fido2.cose); 2.0 is the API used here.
         "fido2>=2.0,<3",
+        "Pillow>=10",       # privacy zones' polygons, the notice sheet as PNG
+        "reportlab>=4",     # the notice sheet as PDF
     ],
     extras_require={
         # On a Pi, in a venv with --system-site-packages (README): picamera2 and libcamera come
@@ -47,7 +49,8 @@ setup(
         "pi": ["sounddevice>=0.4", "lgpio>=0.2", "numpy>=1.24,<2"],
         # setuptools: tests build the teacher's wheel without build isolation (no registry).
         "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "setuptools>=70.1",
-                 "ruff>=0.6", "mypy>=1.10"],
+                 "ruff>=0.6", "mypy>=1.10",
+                 "pypdf>=4"],
     },
     entry_points={
         # The unit's commands, added to the one `classcam` script of classcam-teacher.

@@ -2,6 +2,7 @@
 through the entry-point group `classcam.commands`:
 
 On the unit (IT):      classcam run | check-config | doctor | roster add|list|remove | led-off
+                       classcam notice-sheet   (the door notice and the data-protection fact sheet)
 On IT's computer:      classcam fleet
 On the unit (teacher): classcam keys device   (the fingerprint manifests are checked against)
 For pads and tests:    classcam token mint
@@ -85,6 +86,16 @@ def add_commands(sub: Commands) -> None:
                        help="seconds to wait for the retained messages (default 5)")
     fleet.add_argument("--json", action="store_true", help="JSON for monitoring systems")
     fleet.set_defaults(func=_fleet)
+
+    sheet = sub.command("notice-sheet", help="make the room notice for the door and the fact "
+                                             "sheet for the data-protection lead, from the config")
+    _config_arg(sheet)
+    sheet.add_argument("--lang", choices=["en", "cy", "both"], default="both",
+                       help="English, Welsh, or both (default; in the order of notice.languages)")
+    sheet.add_argument("--format", choices=["pdf", "png"], default="pdf")
+    sheet.add_argument("-o", "--output", type=Path, default=Path("."),
+                       help="the folder for room-notice.FORMAT and fact-sheet.FORMAT (default .)")
+    sheet.set_defaults(func=_notice_sheet)
 
     led = sub.command("led-off", help="force the recording LED off (systemd ExecStopPost)")
     _config_arg(led)
@@ -212,6 +223,28 @@ def _fleet(args) -> int:
         raise UsageError(str(e)) from None
     print(as_json(lines) if args.json else "\n".join(line.text() for line in lines))
     return 0 if lines and all(line.ok for line in lines) else 1
+
+
+def _notice_sheet(args) -> int:
+    from appliance.notice_sheet import Language, NoticeSheetError, notice_sheets, write
+    from appliance.roster import Roster, printable
+    config = _config(args)
+    names = []
+    if config.privacy.name_teachers:
+        names = [printable(card.name) for card in Roster(config.device.roster_dir).cards()]
+    languages: list[Language]
+    if args.lang == "both":
+        order = list(config.notice.languages)
+        languages = order + [lang for lang in ("en", "cy") if lang not in order]
+    else:
+        languages = [args.lang]
+    try:
+        paths = write(notice_sheets(config, names, languages), args.output, args.format)
+    except (NoticeSheetError, OSError) as e:
+        raise UsageError(str(e)) from None
+    for path in paths:
+        print(path)
+    return 0
 
 
 def _led_off(args) -> int:

@@ -14,6 +14,7 @@ from pydantic_core import ErrorDetails
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
                       model_validator)
 
+from capture.zones import Zone, polygon_problem, rect_problem
 from formats import ids
 from led_indicator.off import DEFAULT_LED_PIN
 
@@ -250,6 +251,61 @@ class SimConfig(_Section):
     speed: float = Field(default=1.0, gt=0, le=10000)
 
 
+class ZoneConfig(_Section):
+    """One privacy zone, filled solid in every frame before any encoder (capture/zones.py): a
+    `rect = [x0, y0, x1, y1]` or a `polygon = [[x, y], ...]`, relative to the frame (0 to 1,
+    origin top left), so it stays in place when the resolution changes."""
+
+    rect: list[float] | None = None
+    polygon: list[list[float]] | None = None
+
+    @field_validator("rect")
+    @classmethod
+    def _rect(cls, value: list[float] | None) -> list[float] | None:
+        problem = None if value is None else rect_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("polygon")
+    @classmethod
+    def _polygon(cls, value: list[list[float]] | None) -> list[list[float]] | None:
+        problem = None if value is None else polygon_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> ZoneConfig:
+        if (self.rect is None) == (self.polygon is None):
+            raise ValueError("a zone is either a rect or a polygon")
+        return self
+
+    def zone(self) -> Zone:
+        if self.rect is not None:
+            x0, y0, x1, y1 = self.rect
+            return Zone(rect=(x0, y0, x1, y1))
+        assert self.polygon is not None, "checked by _one_shape"
+        return Zone(polygon=tuple((x, y) for x, y in self.polygon))
+
+
+class PrivacyConfig(_Section):
+    """Privacy zones, and what the notice sheet (`classcam notice-sheet`) tells the room and the
+    school's data-protection lead."""
+
+    zones: list[ZoneConfig] = []
+    # Whom to ask to have a recording deleted, as the notice sheet prints it; empty: the teacher.
+    contact: str = ""
+    # The notice sheet names the enrolled teachers only if this is true.
+    name_teachers: bool = False
+    # The room, school or unit's name on the notice sheet; empty: the device id.
+    place: str = ""
+
+    def capture_zones(self) -> tuple[Zone, ...]:
+        """The zones as the capture chain takes them."""
+        return tuple(z.zone() for z in self.zones)
+
+
 class Config(_Section):
     device: DeviceConfig
     recording: RecordingConfig = RecordingConfig()
@@ -264,6 +320,7 @@ class Config(_Section):
     spool: SpoolConfig = SpoolConfig()
     health: HealthConfig = HealthConfig()
     sim: SimConfig = SimConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
 
     @field_validator("device")
     @classmethod

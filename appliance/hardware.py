@@ -91,7 +91,7 @@ def backends() -> dict[str, EntryPoint]:
 
 def capture_settings(config: Config) -> CaptureSettings:
     """The capture chain's settings from the configuration."""
-    return CaptureSettings(**config.capture.model_dump())
+    return CaptureSettings(**config.capture.model_dump(), zones=config.privacy.capture_zones())
 
 
 def _backend(kind: str) -> EntryPoint:

@@ -6,6 +6,7 @@ serial device.
                  {"type": "assertion", "assertion": {...}}
                                                   one from a security key (formats/assertion.py)
                  {"type": "stop"}                 stop, no token needed (P8)
+                 {"type": "mark"}                 bookmark this moment of the recording
     unit -> pad  {"type": "challenge", "device": ID, "nonce": N, "expires_in": 60}
                  {"type": "result", "ok": bool, "reason": str}
 
@@ -51,7 +52,7 @@ MAX_BACKLOG = 4 * MAX_LINE
 # A serial pad that is absent or failed is tried again after at most this long.
 REOPEN_MAX_S = 2.0
 OPEN_TIMEOUT_S = 5.0
-_MESSAGES = {"arm": {"type"}, "stop": {"type"}, "token": {"type", "token"},
+_MESSAGES = {"arm": {"type"}, "stop": {"type"}, "mark": {"type"}, "token": {"type", "token"},
              "assertion": {"type", "assertion"}}
 
 Send = Callable[[dict], None]
@@ -122,6 +123,9 @@ class PadLink:
         elif msg["type"] == "assertion":
             result = await self._unit.present_assertion(msg["assertion"])
             send({"type": "result", "ok": result.ok, "reason": result.reason})
+        elif msg["type"] == "mark":
+            marked = self._unit.mark()
+            send({"type": "result", "ok": marked.ok, "reason": marked.reason})
         else:
             result = await self._unit.present(msg["token"])
             send({"type": "result", "ok": result.ok, "reason": result.reason})

@@ -5,7 +5,8 @@
 
 Either way the manifest is sealed like a segment and queued in the spool for upload. The spool
 keeps no start time on the card (P9): after a crash the manifest's start and end are read back
-from the segments' own file times, which the card shows anyway.
+from the segments' own file times, which the card shows anyway. The teacher's bookmarks are held
+in memory only until the manifest is written, so a crash loses them (never the recording).
 """
 from __future__ import annotations
 
@@ -26,16 +27,18 @@ log = logging.getLogger(__name__)
 
 def finish(recording: Recording, spool: Spool, device_id: str, device_key: Ed25519PrivateKey,
            ended_by: str, complete: bool = True, end: dict | None = None,
-           audio_overflows: int = 0) -> list[SegmentEntry]:
-    """Write the recording's manifest, listing every sealed segment and how often the
-    microphone lost samples, and queue it for upload."""
+           audio_overflows: int = 0,
+           bookmarks: list[float] | tuple[float, ...] = ()) -> list[SegmentEntry]:
+    """Write the recording's manifest, listing every sealed segment, how often the microphone
+    lost samples and the teacher's `bookmarks` (seconds from its start; they are kept nowhere
+    else), and queue it for upload."""
     end = end or {"monotonic": time.monotonic(), "wall": time.time()}
     start = recording.start or _first_sealed(recording)
     entries = write_manifest(recording.path, recording_id=recording.recording_id,
                              teacher_id=recording.teacher_id, device_id=device_id,
                              recipient=recording.recipient, start=start, end=end,
                              complete=complete, ended_by=ended_by, device_key=device_key,
-                             audio_overflows=audio_overflows)
+                             audio_overflows=audio_overflows, bookmarks=bookmarks)
     path = recording.path / MANIFEST_FILE
     spool.add(recording, MANIFEST_FILE, sha256_file(path))
     return entries

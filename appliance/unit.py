@@ -5,6 +5,7 @@
     result = await unit.present(jwt)    # a start token for the current challenge
     result = await unit.present_assertion(msg["assertion"])   # or a security key's
     await unit.stop()                   # needs no token, works in every state (P8)
+    result = unit.mark()                # the teacher bookmarks this moment of the recording
 
 Everything runs on one asyncio loop; slow hardware calls go to threads. One task owns a recording
 session from the LED going on to the LED going off, so the order LED -> notice -> devices ->
@@ -107,6 +108,10 @@ class Unit:
         self._challenge_listeners: list[Callable[[str, float], None]] = []
         self._arm_timer: asyncio.TimerHandle | None = None
         self._session_task: asyncio.Task | None = None
+        self._recorder: Recorder | None = None  # while recording: its media time, for marks
+        # The session's bookmarks, seconds from its start: in memory until its encrypted
+        # manifest is written, nowhere else (P9).
+        self._bookmarks: list[float] = []
         self._stop_requested = asyncio.Event()
         self._cancel_notice = threading.Event()
         self._upload = UploadStatus(spool.backlog(), None)
@@ -230,6 +235,20 @@ class Unit:
         finally:
             self._checking = False
 
+    def mark(self) -> Result:
+        """Bookmark the current moment of the recording (the pad's mark key). It goes into the
+        recording's encrypted manifest only, as seconds of media from its start; no journal
+        line. Refused, storing nothing, when not recording."""
+        recorder = self._recorder
+        if self.state is not State.RECORDING or recorder is None:
+            return Result(False, "not recording")
+        # The next frame the camera gives is this moment (the sensor's time, so dropped frames
+        # do not shift it).
+        seconds = recorder.media_time_s
+        self._bookmarks.append(seconds)
+        self._hw.trace("bookmark", seconds=seconds)
+        return Result(True, "marked")
+
     def report_fault(self, component: str, reason: str) -> None:
         """A part outside the recording chain (the pad link) failed: one journal line, and the
         status light shows the fault while the unit is idle."""
@@ -279,6 +298,7 @@ class Unit:
         opened = False    # a device was asked to open: the room is told when it stops
         recording = None
         recorder = None
+        self._bookmarks = []
         try:
             self.fault = None
             await asyncio.to_thread(self._guard.light)
@@ -303,6 +323,7 @@ class Unit:
                                 free_bytes=lambda path: self.room(),
                                 on_sealed=lambda e: self._spool.add(recording, e.file, e.sha256))
             recorder.start()
+            self._recorder = recorder
             self._set_state(State.RECORDING)
             self._hw.trace("recording", recording=recording.recording_id)
             await self._record_until_stopped(recorder)
@@ -340,6 +361,7 @@ class Unit:
         """Close the devices, darken the LED, finish the recording, tell the room. Whatever
         fails on the way, the unit ends idle, with the reason on the status light and in the
         journal; the LED stays lit only while a device may still be open (P2)."""
+        self._recorder = None
         self._set_state(State.STOPPING)
         try:
             await self._close_devices(recorder)
@@ -386,7 +408,8 @@ class Unit:
                 return
             entries = await asyncio.to_thread(recordings.finish, recording, self._spool,
                                               self.config.device.id, self._device_key, ended_by,
-                                              audio_overflows=self._hw.microphone.overflows)
+                                              audio_overflows=self._hw.microphone.overflows,
+                                              bookmarks=tuple(self._bookmarks))
         except Exception as e:  # e.g. the disk is full (ENOSPC)
             # What was sealed stays queued for upload (P7); the next start finishes the
             # recording (`recover_interrupted` writes the manifest, or removes an empty one).

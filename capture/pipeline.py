@@ -51,6 +51,7 @@ from capture.encoders import (VIDEO_TIME_BASE, AacEncoder, NoFrame, PacketOutput
                               SoftwareH264)
 from formats.manifest import SegmentEntry, sidecar_file
 from capture.sealing import Sealed, SealingSink
+from capture.zones import Zone, fill_zones
 from formats.durable import atomic_write
 from formats.media import TIMELINE_START
 
@@ -143,6 +144,8 @@ class CaptureSettings:
     stall_timeout_s: float = 2.0
     # The longest a stop waits for the encoder to flush and seal the last segment.
     seal_timeout_s: float = 15.0
+    # privacy zones: filled in every frame before any encoder (capture/zones.py)
+    zones: tuple[Zone, ...] = ()
 
 
 class DiskFull(CaptureError):
@@ -170,6 +173,7 @@ class Recorder:
         self._samples_read = 0
         self.error: CaptureError | None = None  # the first failure: its reason, not its frames
         self.frames = 0
+        self._last_pts_us: int | None = None
 
     def start(self) -> None:
         self._encoder.start()
@@ -230,6 +234,7 @@ class Recorder:
             if first_ns is None:
                 first_ns = frame.sensor_ns
             picture = frame.picture
+            fill_zones(picture, s.zones)  # privacy zones: before any encoder
             picture.pts = (frame.sensor_ns - first_ns) // 1000
             picture.time_base = VIDEO_TIME_BASE
             self._with_sound(picture, picture.pts)
@@ -290,6 +295,14 @@ class Recorder:
         self._reading = None
         self._put((video, samples))
         self.frames += 1
+        self._last_pts_us = pts_us
+
+    @property
+    def media_time_s(self) -> float:
+        """Where the lesson is now, in seconds of media: the time of the next frame after the
+        last one read (the sensor's time, so frames the camera dropped do not shift it)."""
+        last = self._last_pts_us
+        return 0.0 if last is None else last / 1e6 + 1 / self._settings.fps
 
     def _put(self, item: tuple | _End, patience: float | None = None) -> None:
         # Never blocks for good: if the encoder has died there is no one to take it.

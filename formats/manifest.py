@@ -21,7 +21,7 @@ and the body is:
      "segments": [{"index": 1, "file": "seg-000001.ts.age", "sha256": hex of the ciphertext,
                    "duration": seconds, "first_pts": seconds, "last_pts": seconds,
                    "dropped_frames": n}, ...],
-     "audio_overflows": int}
+     "audio_overflows": int, "bookmarks": [seconds from the lesson's start, ...]}
 
 `duration` runs from the first frame's time to the end of the last; `dropped_frames` counts the
 frames the camera dropped within it (gaps in the sensor's timestamps), so the segment holds
@@ -31,6 +31,11 @@ before `dropped_frames` existed lists no such key; it reads as 0.
 
 `audio_overflows` counts the times the microphone lost samples (`capture.audio`); manifests
 written before it existed lack it and are read as 0.
+
+`bookmarks` (optional: a manifest written before bookmarks existed has none) are the moments the
+teacher marked while recording (pad link `{"type": "mark"}`), in order. They are in this
+encrypted manifest and nowhere else: not in the journal, the spool's plaintext files or the
+upload journal (P9). `classcam decrypt` writes them as chapters into the lesson.
 
 `complete` is false when the unit restarted after a crash mid-recording; the segments sealed
 before the crash are all listed.
@@ -56,7 +61,7 @@ _BODY = {"recording_id", "teacher_id", "device_id", "complete", "ended_by", "sta
          "segments"}
 _SEGMENT = {"index", "file", "sha256", "duration", "first_pts", "last_pts", "dropped_frames"}
 _SEGMENT_V1_0 = _SEGMENT - {"dropped_frames"}  # written before dropped frames were counted
-_OPTIONAL = {"audio_overflows"}  # keys a manifest written before them lacks
+_OPTIONAL = {"audio_overflows", "bookmarks"}  # keys a manifest written before them lacks
 
 
 class ManifestRejected(Exception):
@@ -107,6 +112,11 @@ class Manifest:
         return [SegmentEntry(**s) for s in self.body["segments"]]
 
     @property
+    def bookmarks(self) -> list[float]:
+        """The moments the teacher marked, in seconds from the lesson's start, in order."""
+        return [float(t) for t in self.body.get("bookmarks", [])]
+
+    @property
     def device_fingerprint(self) -> str:
         return fingerprint(self.device_key)
 
@@ -152,6 +162,8 @@ def open_manifest(data: bytes, identity: pyrage.x25519.Identity) -> Manifest:
             or not isinstance(body["segments"], list)
             or not isinstance(body.get("audio_overflows", 0), int)):
         raise ManifestRejected("manifest body is malformed")
+    if "bookmarks" in body and not _bookmarks_ok(body["bookmarks"]):
+        raise ManifestRejected("manifest bookmarks are malformed")
     for i, s in enumerate(body["segments"], start=1):
         if not isinstance(s, dict) or set(s) not in (_SEGMENT, _SEGMENT_V1_0) \
                 or s["index"] != i or s["file"] != segment_file(i) \
@@ -163,8 +175,8 @@ def open_manifest(data: bytes, identity: pyrage.x25519.Identity) -> Manifest:
 
 def write_manifest(directory: Path, *, recording_id: str, teacher_id: str, device_id: str,
                    recipient: str, start: dict, end: dict, complete: bool, ended_by: str,
-                   device_key: Ed25519PrivateKey, audio_overflows: int = 0
-                   ) -> list[SegmentEntry]:
+                   device_key: Ed25519PrivateKey, audio_overflows: int = 0,
+                   bookmarks: list[float] | tuple[float, ...] = ()) -> list[SegmentEntry]:
     """Write `manifest.age` for the sealed segments in `directory`, from their entries (which
     stay after a segment has been uploaded and purged), in index order; returns the segments it
     lists. A segment's entry is written just before it is sealed, so after a crash the caller
@@ -177,12 +189,19 @@ def write_manifest(directory: Path, *, recording_id: str, teacher_id: str, devic
         entries.append(SegmentEntry(**json.loads(sidecar.read_bytes())))
     body = {"recording_id": recording_id, "teacher_id": teacher_id, "device_id": device_id,
             "complete": complete, "ended_by": ended_by, "start": start, "end": end,
-            "segments": [e.to_json() for e in entries], "audio_overflows": audio_overflows}
+            "segments": [e.to_json() for e in entries], "audio_overflows": audio_overflows,
+            "bookmarks": sorted(bookmarks)}
     atomic_write(directory / MANIFEST_FILE, seal(body, device_key, recipient), mode=0o600)
     return entries
 
 
 
+
+
+def _bookmarks_ok(marks: object) -> bool:
+    return isinstance(marks, list) and all(
+        isinstance(t, int | float) and not isinstance(t, bool) and 0 <= t < 1e7 for t in marks) \
+        and marks == sorted(marks)
 
 
 def _canonical(body: dict) -> str:

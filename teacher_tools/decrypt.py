@@ -10,7 +10,9 @@ is trusted only when the teacher says so), it is the manifest of the recording a
 every segment file is the one the manifest lists at that place. A segment that is missing,
 reordered, altered, duplicated, from another recording or not listed is refused with the reason.
 Then the segments are decrypted in memory one at a time and their packets copied into one MP4
-without re-encoding, readable by its owner alone (0600) from its first byte.
+without re-encoding, readable by its owner alone (0600) from its first byte. The teacher's
+bookmarks (in the manifest) become the MP4's chapters, which ordinary players list: one from the
+start to the first bookmark, then one from each bookmark to the next, or to the end.
 """
 from __future__ import annotations
 
@@ -18,7 +20,10 @@ import io
 import json
 import os
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
+
+from typing import TYPE_CHECKING
 
 import av
 import pyrage
@@ -26,6 +31,9 @@ import pyrage
 from formats.manifest import MANIFEST_FILE, Manifest, ManifestRejected, SegmentEntry, open_manifest
 from formats.media import TIMELINE_START
 from formats.durable import atomic_write, sha256_file
+
+if TYPE_CHECKING:
+    from av.container.core import Chapter  # a TypedDict of PyAV's type stubs only
 
 
 class RecordingRefused(Exception):
@@ -107,7 +115,7 @@ def decrypt_recording(directory: Path, identity: pyrage.x25519.Identity, output:
         raise RecordingRefused(problems)
     if not entries:
         raise RecordingRefused(["the manifest lists no segments"])
-    frames = _join(directory, entries, identity, output)
+    frames = _join(directory, entries, identity, output, chapters(manifest.bookmarks, entries))
     if first_seen and known is not None:
         known.remember(device_id, manifest.device_fingerprint)
     return Lesson(output, len(entries), frames, sum(e.duration for e in entries), device_id,
@@ -182,9 +190,30 @@ def _check_device(manifest: Manifest, device_id: str, known: KnownDevices | None
     return True
 
 
+def chapters(bookmarks: list[float], entries: list[SegmentEntry]) -> list[Chapter]:
+    """The lesson's chapters for `bookmarks` (seconds from its start): "Start" up to the first
+    bookmark (an MP4 chapter track has no gap before its first chapter), then "Bookmark N" from
+    each to the next, the last to the end of the lesson. None without bookmarks."""
+    if not bookmarks or not entries:
+        return []
+    last = entries[-1]
+    end = last.last_pts + (last.duration - (last.last_pts - last.first_pts))  # + one frame
+    starts = sorted({min(max(0.0, t), end) for t in bookmarks})
+    titled = [(t, f"Bookmark {n}") for n, t in enumerate(starts, start=1)]
+    if starts[0] > 0:
+        titled.insert(0, (0.0, "Start"))
+    ms = [round(t * 1000) for t, _ in titled] + [round(end * 1000)]
+    marks: list[Chapter] = [
+        {"id": i + 1, "start": ms[i], "end": max(ms[i + 1], ms[i]),
+         "time_base": Fraction(1, 1000), "metadata": {"title": title}}
+        for i, (_, title) in enumerate(titled)]
+    return marks
+
+
 def _join(directory: Path, entries: list[SegmentEntry], identity: pyrage.x25519.Identity,
-          output: Path) -> int:
-    """Copy every segment's packets, in order, into one MP4; returns the video frames."""
+          output: Path, marks: list[Chapter]) -> int:
+    """Copy every segment's packets, in order, into one MP4 with `marks` as its chapters;
+    returns the video frames."""
     tmp = output.with_name(f".{output.name}.partial")
     frames = 0
     try:
@@ -196,6 +225,8 @@ def _join(directory: Path, entries: list[SegmentEntry], identity: pyrage.x25519.
         raise RecordingRefused([f"cannot write {tmp}: {e.strerror}"]) from None
     try:
         with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as out:
+            if marks:
+                out.set_chapters(marks)  # before the header: the muxer makes its track then
             streams = None
             for entry in entries:
                 plain = pyrage.decrypt((directory / entry.file).read_bytes(), [identity])
