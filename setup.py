@@ -35,7 +35,8 @@ setup(
         "requests>=2.31",
         "tenacity>=8.2",
         # The pad service: the USB keypad (evdev, grabbed) and Argon2id (cryptography>=44).
-        "evdev>=1.6"  # Debian 12 has 1.6.1 (python3-evdev, which the Debian package uses),
+        # 1.6: Debian 12's python3-evdev, which the Debian package uses (PyPI has only sources).
+        "evdev>=1.6",
         # FIDO2 security keys: the pad asks the teacher's key for an assertion (CTAP2 over USB
         # HID), the unit verifies it (fido2.cose); 2.0 is the API used here.
         "fido2>=2.0,<3",

@@ -42,6 +42,7 @@ TEACHER = "t-evans"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 WANTS = "etc/systemd/system/multi-user.target.wants/classcam.service"
 UNIT = "lib/systemd/system/classcam.service"
+PAD_UNIT = "lib/systemd/system/classcam-pinpad.service"
 SITE = "usr/lib/classcam/lib/python3.11/site-packages"
 # What a unit whose daemon runs with mock pins needs: gpiozero's mock pins, with PWM for the
 # status light (on a Pi, lgpio drives the real ones).
@@ -202,14 +203,19 @@ def test_installed_files_are_the_trees_own_and_the_simulator_is_not_among_them(u
     unit.reach("installed")
     root = unit.root
     for tree_file, installed in (("systemd/classcam.service", UNIT),
+                                 ("systemd/classcam-pinpad.service", PAD_UNIT),
+                                 ("systemd/70-classcam-pinpad.rules",
+                                  "usr/lib/udev/rules.d/70-classcam-pinpad.rules"),
+                                 ("config/pinpad.toml", "etc/classcam/pinpad.toml"),
                                  ("systemd/classcam.sysusers", "usr/lib/sysusers.d/classcam.conf"),
                                  ("systemd/classcam.tmpfiles", "usr/lib/tmpfiles.d/classcam.conf"),
                                  ("config/classcam.toml", "etc/classcam/classcam.toml"),
                                  ("README.md", "usr/share/doc/classcam/README.md")):
         assert root.file(installed).read_bytes() == (REPO / tree_file).read_bytes(), installed
     conffiles = root.run("dpkg-query", "-W", "-f=${Conffiles}", "classcam").stdout.split()
-    assert conffiles[0::2] == ["/etc/classcam/classcam.toml"]
+    assert conffiles[0::2] == ["/etc/classcam/classcam.toml", "/etc/classcam/pinpad.toml"]
     assert os.access(root.file("usr/bin/classcam"), os.X_OK)
+    assert os.access(root.file("usr/bin/classcam-pinpad"), os.X_OK)
     files = root.run("dpkg", "-L", "classcam").stdout.splitlines()
     assert f"/{SITE}/appliance/daemon.py" in files
     # The simulator, the reference account server and the benchmarks stay out (DESIGN.md 3).
@@ -225,7 +231,14 @@ def test_the_system_user_its_groups_and_directories(unit):
     assert user[5:] == ["/var/lib/classcam", "/usr/sbin/nologin"], user
     for group in ("video", "audio", "gpio", "classcam-pinpad"):
         assert "classcam" in root.group(group)[3].split(","), group
-    for path, mode, owner in (("var/lib/classcam", 0o700, "classcam"),
+    # The PIN pad service's own account: not the daemon's, and not in the daemon's groups.
+    pad = root.passwd("classcam-pinpad")
+    assert pad[5:] == ["/var/lib/classcam-pinpad", "/usr/sbin/nologin"], pad
+    for group in ("input", "audio"):
+        assert "classcam-pinpad" in root.group(group)[3].split(","), group
+    assert "classcam-pinpad" not in root.group("classcam")[3].split(",")
+    for path, mode, owner in (("var/lib/classcam-pinpad", 0o700, "classcam-pinpad"),
+                              ("var/lib/classcam", 0o700, "classcam"),
                               ("var/lib/classcam/spool", 0o700, "classcam"),
                               ("etc/classcam", 0o755, "root"),
                               ("etc/classcam/teachers.d", 0o755, "root")):
@@ -233,11 +246,16 @@ def test_the_system_user_its_groups_and_directories(unit):
         assert (st.st_mode & 0o7777, root.user_name(st.st_uid)) == (mode, owner), path
 
 
-def test_the_unit_verifies_without_a_warning_and_its_exposure_is_low(unit):
+def test_the_units_verify_without_a_warning_and_their_exposure_is_low(unit):
     unit.reach("installed")
     root = unit.root
-    verify = root.run("systemd-analyze", "verify", f"/{UNIT}", check=False)
-    assert (verify.returncode, verify.stdout) == (0, ""), verify.stdout
+    for installed in (UNIT, PAD_UNIT):
+        verify = root.run("systemd-analyze", "verify", f"/{installed}", check=False)
+        assert (verify.returncode, verify.stdout) == (0, ""), verify.stdout
+        security = root.run("systemd-analyze", "security", "--offline=yes", f"/{installed}").stdout
+        name = re.escape(Path(installed).name)
+        level = re.search(rf"Overall exposure level for {name}: ([0-9.]+)", security)
+        assert level and float(level.group(1)) <= 2.0, security
     # The same check sees a mistake: a copy of the unit with one wrong value warns.
     broken = root.file("tmp/classcam.service")
     broken.write_text(root.file(UNIT).read_text().replace("ProtectSystem=strict",
@@ -245,15 +263,14 @@ def test_the_unit_verifies_without_a_warning_and_its_exposure_is_low(unit):
     warned = root.run("systemd-analyze", "verify", "/tmp/classcam.service", check=False)
     broken.unlink()
     assert warned.returncode == 0 and "/tmp/classcam.service:" in warned.stdout, warned.stdout
-    security = root.run("systemd-analyze", "security", "--offline=yes", f"/{UNIT}").stdout
-    level = re.search(r"Overall exposure level for classcam\.service: ([0-9.]+)", security)
-    assert level and float(level.group(1)) <= 2.0, security
 
 
 def test_the_installed_classcam_runs(unit):
     unit.reach("installed")
     root = unit.root
     assert root.run("classcam", "--version").stdout.strip() == "classcam 0.1.0"
+    # The pad's commands, as IT runs them (as root) before any teacher is enrolled.
+    assert root.run("classcam-pinpad", "list").returncode == 0
     assert root.run("classcam", "check-config").stdout.strip() == \
         "/etc/classcam/classcam.toml: ok (device classcam-unit)"
     doctor = root.run("classcam", "doctor", "--setup", check=False)
@@ -320,16 +337,19 @@ def test_purge_shreds_and_removes_everything_of_ours_and_says_so(unit):
     assert f"classcam: purged /var/lib/classcam (the device key; {waiting} recording file(s) " \
            "never uploaded) and /etc/classcam (1 teacher card(s)), overwritten then deleted" in out
     assert "classcam: removed the system user classcam" in out
-    assert "classcam: removed the group classcam-pinpad" in out
+    assert "classcam: removed the system user classcam-pinpad" in out
+    assert "classcam: purged /var/lib/classcam-pinpad (the PIN pad's keystore; 0 teacher(s)), " \
+           "overwritten then deleted" in out
     assert root.run("dpkg-query", "-W", "classcam", check=False).returncode != 0
     # Overwritten before unlinked: a second link to each file shows what is left in it.
     for witness in unit.witnesses:
         data = witness.read_bytes()
         assert data and data == bytes(len(data)), f"{witness.name} was not overwritten"
-    for path in ("etc/classcam", "var/lib/classcam", WANTS,
+    for path in ("etc/classcam", "var/lib/classcam", "var/lib/classcam-pinpad", WANTS,
                  "var/lib/systemd/deb-systemd-helper-enabled/classcam.service.dsh-also"):
         assert not root.file(path).exists() and not root.file(path).is_symlink(), path
-    assert not root.passwd("classcam") and not root.group("classcam-pinpad")
+    assert not root.passwd("classcam") and not root.passwd("classcam-pinpad")
+    assert not root.group("classcam-pinpad")
     assert "classcam" not in root.group("gpio")[3].split(",")
     for name in ("passwd", "group", "shadow", "gshadow"):
         assert not re.search(r"^classcam", root.file("etc", name).read_text(), re.M), name
@@ -398,6 +418,8 @@ def test_arm64_installs_and_runs_in_an_arm64_root(root_jobs, repo):
     assert root.run("uname", "-m").stdout.strip() == "aarch64"
     assert root.dpkg_status("classcam") == ("install ok installed", _version())
     assert root.run("classcam", "--version").stdout.strip() == "classcam 0.1.0"
+    # The pad's commands, as IT runs them (as root) before any teacher is enrolled.
+    assert root.run("classcam-pinpad", "list").returncode == 0
     assert root.run("classcam", "check-config").stdout.startswith("/etc/classcam/classcam.toml: ok")
     _assert_requirements_and_imports(root)
 
