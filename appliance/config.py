@@ -14,7 +14,7 @@ from pydantic_core import ErrorDetails
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
                       model_validator)
 
-from capture.zones import Zone, polygon_problem, rect_problem
+from capture.zone_shapes import Zone, polygon_problem, rect_problem
 from formats import ids
 from led_indicator.off import DEFAULT_LED_PIN
 

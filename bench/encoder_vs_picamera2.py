@@ -180,7 +180,7 @@ def idle_daemon_rss_mib() -> float:
     from hwsim.lab import Lab
     root = Path(tempfile.mkdtemp(prefix="cc-"))
     try:
-        lab = Lab.create(root, teachers={"t-evans": "4321"})
+        lab = Lab.create(root, teachers={"t-evans": "432187"})
         with lab.daemon() as unit:
             time.sleep(2)
             return proc_status(unit.proc.pid)["VmRSS"] / 1024

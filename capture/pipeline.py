@@ -51,7 +51,7 @@ from capture.encoders import (VIDEO_TIME_BASE, AacEncoder, NoFrame, PacketOutput
                               SoftwareH264)
 from formats.manifest import SegmentEntry, sidecar_file
 from capture.sealing import Sealed, SealingSink
-from capture.zones import Zone, fill_zones
+from capture.zone_shapes import Zone
 from formats.durable import atomic_write
 from formats.media import TIMELINE_START
 
@@ -226,6 +226,7 @@ class Recorder:
         self._put(_End(failure))
 
     def _read_pictures(self, camera: FrameCamera) -> None:
+        from capture.zones import fill_zones  # numpy and Pillow: loaded when a recording starts
         s = self._settings
         first_ns = None
         while not self._stop.is_set() and not self._encoder_done.is_set():

@@ -36,7 +36,7 @@ def test_three_marks_become_chapters_at_the_marked_times_and_stay_in_the_manifes
         assert pad.receive("result") == {"type": "result", "ok": False, "reason": "not recording"}
         unit.control("press")
         unit.wait_state("armed")
-        assert unit.control("pin", teacher="t-evans", pin="4321")["result"]["ok"]
+        assert unit.control("pin", teacher="t-evans", pin="432187")["result"]["ok"]
         unit.wait_state("recording")
         for _ in range(3):
             time.sleep(0.7)  # the lesson goes on between the teacher's marks
@@ -86,7 +86,7 @@ def test_marks_are_nowhere_but_in_the_encrypted_manifest(unit, lab):
     try:
         unit.control("press")
         unit.wait_state("armed")
-        assert unit.control("pin", teacher="t-evans", pin="4321")["result"]["ok"]
+        assert unit.control("pin", teacher="t-evans", pin="432187")["result"]["ok"]
         unit.wait_state("recording")
         for _ in range(2):
             pad.send({"type": "mark"})

@@ -145,7 +145,7 @@ class Recorded:
 def recordings(workdir) -> Recorded:
     """Two recordings of a simulated lesson, sealed by the real capture chain on this machine:
     what a unit's spool holds while its uploads wait."""
-    lab = Lab.create(workdir / "lab", teachers={TEACHER: "4321"})
+    lab = Lab.create(workdir / "lab", teachers={TEACHER: "432187"})
     with lab.daemon() as unit:
         for _ in range(2):
             assert unit.lesson(TEACHER, seconds=1.5)["ok"]

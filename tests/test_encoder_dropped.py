@@ -27,7 +27,7 @@ def test_dropped_frames_are_a_gap_in_time_and_a_count_in_the_manifest(lab, tmp_p
     with lab.daemon() as unit:
         unit.control("press")
         unit.wait_state("armed")
-        unit.control("pin", teacher="t-evans", pin="4321")
+        unit.control("pin", teacher="t-evans", pin="432187")
         unit.wait_state("recording")
         _until(lambda: _count(lab, "frame") >= 20)
         unit.control("fault", name="camera_drop", on=True)  # every other frame, for a while

@@ -24,7 +24,7 @@ def test_a_camera_close_that_hangs_is_a_fault_and_the_watchdog_stops_being_fed(
     with watchdog_pings(notify) as pings, daemon_under_watchdog(lab, notify, WATCHDOG_USEC) as unit:
         unit.control("press")
         unit.wait_state("armed")
-        unit.control("pin", teacher="t-evans", pin="4321")
+        unit.control("pin", teacher="t-evans", pin="432187")
         unit.wait_state("recording")
         healthy_pings = len(pings)
         assert healthy_pings > 0, "the watchdog was not fed while all was well"
