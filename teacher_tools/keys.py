@@ -37,8 +37,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fido2.cose import ES256, EdDSA
 from fido2.ctap import CtapDevice, CtapError
-from fido2.ctap2.base import Ctap2
-from fido2.ctap2.pin import ClientPin
 
 from formats.assertion import RP_ID, SecurityKeyError, ctap_reason
 from formats.card import SecurityKeyCredential, TeacherCard
@@ -104,6 +102,9 @@ def enrol_security_key(device: CtapDevice, teacher_id: str, name: str,
     """Make a (non-resident) ES256 or EdDSA credential for the relying party `classcam` on the
     security key `device`, with its PIN and a touch; `SecurityKeyError` says why not. The key
     must have a PIN: the unit accepts only assertions the key verified the PIN for."""
+    # fido2.ctap2 imports the USB HID backend of the platform it runs on: import on use.
+    from fido2.ctap2.base import Ctap2
+    from fido2.ctap2.pin import ClientPin
     try:
         ctap = Ctap2(device)
         if not ctap.info.options.get("clientPin"):
