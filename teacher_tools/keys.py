@@ -3,7 +3,8 @@
 `new_teacher_keys` writes three files into a directory:
 
 * `<id>.signing.pem` - the Ed25519 key that signs the card (and start tokens), its PKCS#8 DER
-  encrypted with the passphrase in age's scrypt format (`seal_signing_key`);
+  encrypted with the passphrase in age's scrypt format (`seal_signing_key`; the file keeps the
+  name it had when it was PEM, so that nothing that names it changes);
 * `<id>.identity.age` - the age X25519 identity that decrypts the teacher's recordings, itself
   encrypted with the passphrase in age's scrypt format, so `age -d` can also unlock it;
 * `<id>.card.json` - the public teacher card that IT enrols on the unit.
