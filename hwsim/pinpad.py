@@ -83,8 +83,8 @@ class SimPinPad:
             return self._local("teacher not on this pad")
         if self._wrong_pins.get(teacher_id, 0) >= MAX_WRONG_PINS:
             return self._local("locked after too many wrong PINs")
-        try:
-            key = load_signing_key(key_path, pin)
+        try:  # scrypt takes a second or so: off the loop the simulator shares with the daemon
+            key = await asyncio.to_thread(load_signing_key, key_path, pin)
         except KeyFileError:
             self._wrong_pins[teacher_id] = self._wrong_pins.get(teacher_id, 0) + 1
             return self._local("wrong PIN")
