@@ -1,54 +1,88 @@
-"""Teacher signing-key files are sealed with scrypt in age's format (teacher_tools/keys.py), no
-longer with PKCS#8's 2,048-iteration PBKDF2; the old files still load, with a note, and
-`classcam keys reseal` brings them up to date."""
+"""Teacher signing-key files are sealed with scrypt at a stated work factor (teacher_tools/keys.py:
+N = 2^18, r = 8, p = 1, age's own parameters) and ChaCha20-Poly1305, no longer with PKCS#8's
+2,048-iteration PBKDF2; the old files still load, with a note, and `classcam keys reseal` brings
+them up to date."""
 from __future__ import annotations
 
 import base64
+import threading
+import time
 
-import pyrage
 import pytest
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from teacher_tools.cli import main
-from teacher_tools.keys import (MIN_SCRYPT_LOG2_N, KeyFileError, load_signing_key,
-                                new_teacher_keys, scrypt_work_factor, seal_signing_key)
+from teacher_tools.keys import KeyFileError, load_signing_key, new_teacher_keys, seal_signing_key
 
 PASSPHRASE = "correct horse battery"
+STATED_LOG2_N = 18  # the README's and keys.py's figure
 
 
-def age_stanzas(data: bytes) -> list[list[str]]:
-    """The recipient stanzas of an age v1 file's header, each as its words after `->`, read
-    per age's format specification (not by the code under test)."""
-    header, _, _ = data.partition(b"\n---")
-    lines = header.decode("ascii").split("\n")
-    assert lines[0] == "age-encryption.org/v1"
-    return [line[3:].split(" ") for line in lines[1:] if line.startswith("-> ")]
+def sealed_parts(data: bytes) -> dict:
+    """The fields of a sealed key, read per the format in keys.py's docstring (not by the code
+    under test)."""
+    lines = data.decode("ascii").split("\n")
+    assert len(lines) == 5 and lines[4] == "" and lines[0] == "classcam-sealed-key/v1"
+    kdf, salt, log2_n, r, p = lines[1].split(" ")
+    aead, nonce = lines[2].split(" ")
+
+    def unb64(text: str) -> bytes:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+    return {"kdf": kdf, "salt": unb64(salt), "log2_n": int(log2_n), "r": int(r), "p": int(p),
+            "aead": aead, "nonce": unb64(nonce), "ciphertext": unb64(lines[3]),
+            "header": "\n".join(lines[:3]).encode() + b"\n"}
 
 
 def test_a_new_signing_key_file_is_sealed_with_scrypt_at_the_stated_work_factor(tmp_path):
     card, files = new_teacher_keys(tmp_path, "t-evans", "Ms Evans", PASSPHRASE)
     data = files.signing_key.read_bytes()
     assert b"PRIVATE KEY" not in data and b"PBKDF2" not in data
-    (stanza,) = age_stanzas(data)  # exactly one recipient: the passphrase
-    kind, salt, log2_n = stanza
-    assert kind == "scrypt"
-    assert len(base64.b64decode(salt + "==")) == 16
-    assert log2_n.isdigit() and int(log2_n) >= MIN_SCRYPT_LOG2_N
-    assert scrypt_work_factor(data) == int(log2_n)
-    # A standard age file: any age implementation opens it with the passphrase, to the key's
-    # PKCS#8 DER, the key the card names.
-    der = pyrage.passphrase.decrypt(data, PASSPHRASE)
+    parts = sealed_parts(data)
+    assert (parts["kdf"], parts["log2_n"], parts["r"], parts["p"]) == ("scrypt", STATED_LOG2_N,
+                                                                       8, 1)
+    assert parts["aead"] == "chacha20poly1305"
+    assert len(parts["salt"]) == 16 and len(parts["nonce"]) == 12
+    # Opened with nothing but the stated parameters and the passphrase, by the library: the
+    # key the card names.
+    kek = Scrypt(salt=parts["salt"], length=32, n=2 ** STATED_LOG2_N, r=8, p=1).derive(
+        PASSPHRASE.encode())
+    der = ChaCha20Poly1305(kek).decrypt(parts["nonce"], parts["ciphertext"], parts["header"])
     key = serialization.load_der_private_key(der, None)
-    assert isinstance(key, Ed25519PrivateKey)
-    assert key.public_key() == card.signing_key
-    assert load_signing_key(files.signing_key, PASSPHRASE).public_key() == card.signing_key
+    assert isinstance(key, Ed25519PrivateKey) and key.public_key() == card.signing_key
+    # The parameters are bound: a header saying a cheaper N does not open with the same bytes.
+    cheaper = parts["header"].replace(b" 18 8 1", b" 15 8 1")
+    with pytest.raises(InvalidTag):
+        ChaCha20Poly1305(kek).decrypt(parts["nonce"], parts["ciphertext"], cheaper)
+    forged = tmp_path / "forged"
+    forged.write_bytes(data.replace(b" 18 8 1", b" 15 8 1"))
+    with pytest.raises(KeyFileError, match="wrong passphrase"):
+        load_signing_key(forged, PASSPHRASE)
 
 
-def test_a_pin_sealed_key_is_scrypt_too(tmp_path):
+def test_unsealing_leaves_other_threads_running(tmp_path):
+    # An event loop may unseal in a thread (the simulated pad does): the KDF must not hold
+    # Python's lock for its second of work.
+    path = tmp_path / "k"
+    path.write_bytes(seal_signing_key(Ed25519PrivateKey.generate(), PASSPHRASE))
+    worker = threading.Thread(target=load_signing_key, args=(path, PASSPHRASE))
+    ticks = []
+    worker.start()
+    while worker.is_alive():
+        ticks.append(time.monotonic())
+        time.sleep(0.01)
+    worker.join()
+    assert len(ticks) > 10 and max(b - a for a, b in zip(ticks, ticks[1:])) < 0.2
+
+
+def test_a_pin_sealed_key_is_scrypt_too_and_refuses_the_wrong_pin(tmp_path):
     # hwsim/pinpad.py seals a key on the simulated pad under a short PIN with this function.
     sealed = seal_signing_key(Ed25519PrivateKey.generate(), "4321")
-    assert [s[0] for s in age_stanzas(sealed)] == ["scrypt"]
+    assert sealed_parts(sealed)["kdf"] == "scrypt"
     path = tmp_path / "k"
     path.write_bytes(sealed)
     with pytest.raises(KeyFileError, match="wrong passphrase"):
@@ -70,6 +104,6 @@ def test_an_old_pbkdf2_key_file_still_loads_with_a_note_and_reseals_to_scrypt(tm
     assert main(["keys", "reseal", "--key", str(old), "--passphrase-file",
                  str(tmp_path / "pass")]) == 0
     capsys.readouterr()
-    assert [s[0] for s in age_stanzas(old.read_bytes())] == ["scrypt"]
+    assert sealed_parts(old.read_bytes())["log2_n"] == STATED_LOG2_N
     assert load_signing_key(old, PASSPHRASE).public_key() == key.public_key()
     assert capsys.readouterr().err == ""  # no note any more
