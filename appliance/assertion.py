@@ -4,7 +4,8 @@ security key"): the unit checks an assertion with the rules it applies to a JWT 
 
     verifier = AssertionVerifier(roster, device_id="unit-1", clock_synchronised=lambda: False)
     token, use = verifier.verify(msg["assertion"])   # everything but the challenge and counter
-    counters.check(use); counters.record(use)         # the key's signature counter went up
+    counters.check(use)                                # the key's signature counter went up
+    await asyncio.to_thread(counters.write, counters.remember(use))
     challenges.consume(token.nonce, armed=True)       # armed, current challenge, not used before
 
 What is checked, each refusal a `Reason`:
@@ -33,6 +34,7 @@ import hashlib
 import json
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -123,8 +125,8 @@ class AssertionVerifier:
 
 class SignCounters:
     """The last signature counter accepted from each security-key credential, kept durably in
-    `path` (JSON, credential ids by their SHA-256). Reading or writing it is file I/O: call
-    `record` off the event loop.
+    `path` (JSON, credential ids by their SHA-256). `check` and `remember` work in memory, on
+    the event loop; `write` is file I/O, for a thread.
 
     A file that cannot be read refuses every assertion (fails closed) until IT removes it."""
 
@@ -132,6 +134,8 @@ class SignCounters:
         self._path = path
         self._problem: str | None = None
         self._last: dict[str, int] = {}
+        self._version = self._written = 0
+        self._writing = threading.Lock()
         try:
             doc = json.loads(path.read_bytes())
             if not isinstance(doc, dict) or not all(
@@ -154,16 +158,38 @@ class SignCounters:
             return
         raise TokenRejected(Reason.COUNTER_NOT_INCREASING, f"{use.counter} after {last}")
 
-    def record(self, use: CounterUse) -> None:
-        """Remember `use.counter` durably (never lowering what is remembered). OSError if the
-        file cannot be written."""
+    def remember(self, use: CounterUse) -> Snapshot:
+        """Remember `use.counter` (never lowering what is remembered), at once and in memory;
+        returns what `write` makes durable. Call it on the loop that calls `check`."""
         key = _key(use.credential_id)
         last = self._last.pop(key, 0)
         self._last[key] = max(last, use.counter)  # re-inserted: the most recently used is last
         while len(self._last) > MAX_COUNTERS:
             del self._last[next(iter(self._last))]
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(self._path, json.dumps(self._last).encode(), mode=0o600)
+        self._version += 1
+        return Snapshot(self._version, json.dumps(self._last).encode())
+
+    def write(self, snapshot: Snapshot) -> None:
+        """Make `snapshot` durable, unless a later one already is (file I/O: call it off the
+        loop). OSError if the file cannot be written."""
+        with self._writing:
+            if snapshot.version <= self._written:
+                return
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(self._path, snapshot.data, mode=0o600)
+            self._written = snapshot.version
+
+    def record(self, use: CounterUse) -> None:
+        """`remember` and `write` in one (for callers off the event loop)."""
+        self.write(self.remember(use))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The counters as they were after one `SignCounters.remember`."""
+
+    version: int
+    data: bytes
 
 
 def _key(credential_id: bytes) -> str:

@@ -184,7 +184,7 @@ class Unit:
         # The counter is kept before the challenge is used: a counter the key signed may always
         # be remembered, and nothing is awaited between using the challenge and STARTING.
         try:
-            await asyncio.to_thread(self._counters.record, use)
+            await asyncio.to_thread(self._counters.write, self._counters.remember(use))
         except OSError as e:
             return self._refuse(TokenRejected(Reason.COUNTER_NOT_INCREASING,
                                               f"cannot keep the counter: {e}"))

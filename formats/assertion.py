@@ -26,13 +26,16 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fido2.ctap import CtapError
-from fido2.ctap2.pin import ClientPin
 
 from formats.card import SECURITY_KEY_RP_ID, strict_json
 from formats.ids import is_device_id, is_teacher_id
 from formats.keytext import b64, unb64
+
+if TYPE_CHECKING:  # fido2.ctap2 imports its USB HID backend, which is per platform
+    from fido2.ctap2.pin import ClientPin
 
 RP_ID = SECURITY_KEY_RP_ID  # "classcam"
 RP_ID_HASH = hashlib.sha256(RP_ID.encode()).digest()

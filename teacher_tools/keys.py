@@ -2,19 +2,26 @@
 
 `new_teacher_keys` writes three files into a directory:
 
-* `<id>.signing.pem` - the Ed25519 key that signs the card (and start tokens), its PKCS#8 DER
-  encrypted with the passphrase in age's scrypt format (`seal_signing_key`);
+* `<id>.signing.pem` - the Ed25519 key that signs the card (and start tokens), sealed with the
+  passphrase by `seal_signing_key` (the file keeps the name it had when it was PEM, so that
+  nothing that names it changes);
 * `<id>.identity.age` - the age X25519 identity that decrypts the teacher's recordings, itself
   encrypted with the passphrase in age's scrypt format, so `age -d` can also unlock it;
 * `<id>.card.json` - the public teacher card that IT enrols on the unit.
 
-No private key is ever written unencrypted. Both sealed files are age files with one `scrypt`
-stanza (pyrage, the Rust age implementation, does the crypto): scrypt with r = 8, p = 1 and the
-work factor rage picks so that unsealing takes about one second on the computer that seals (age's
-Go implementation fixes log2 N = 18; rage measures), and never below `MIN_SCRYPT_LOG2_N`
-(2^15: 32 MiB and about 0.1 s per guess even on a Raspberry Pi 4). Files sealed before with
-PKCS#8's 2,048-iteration PBKDF2 still load, with a note to re-seal them
-(`classcam keys reseal`).
+No private key is ever written unencrypted. A sealed signing key is four lines of text:
+
+    classcam-sealed-key/v1
+    scrypt <salt, 16 bytes base64url> <log2 N> 8 1
+    chacha20poly1305 <nonce, 12 bytes base64url>
+    <base64url ChaCha20-Poly1305 ciphertext of the key's PKCS#8 DER>
+
+The key is scrypt(passphrase, salt, N, r = 8, p = 1), 32 bytes; the first three lines are the
+associated data, so the parameters cannot be changed without the tag failing. The work factor is
+age's: log2 N = 18 (256 MiB, about 0.8 s on a current PC; unsealing must take as much per guess).
+`cryptography` (OpenSSL) does the scrypt and the AEAD, and releases Python's lock while it works,
+so unsealing in a thread does not stall an event loop. Files sealed by older versions with
+PKCS#8's 2,048-iteration PBKDF2 still load, with a note to re-seal them (`classcam keys reseal`).
 
 With `--security-key`, `new_teacher_keys` also makes a credential for the relying party
 `classcam` on the teacher's FIDO2 security key (`enrol_security_key`, through python-fido2's
@@ -23,7 +30,6 @@ private key of that credential never leaves the security key.
 """
 from __future__ import annotations
 
-import base64
 import getpass
 import hashlib
 import os
@@ -33,20 +39,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyrage
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from fido2.cose import ES256, EdDSA
 from fido2.ctap import CtapDevice, CtapError
-from fido2.ctap2.base import Ctap2
-from fido2.ctap2.pin import ClientPin
 
 from formats.assertion import RP_ID, SecurityKeyError, ctap_reason
 from formats.card import SecurityKeyCredential, TeacherCard
 from formats.durable import atomic_write
+from formats.keytext import b64, unb64
 
 MIN_PASSPHRASE = 8
-MIN_SCRYPT_LOG2_N = 15
-_AGE_HEADER = b"age-encryption.org/v1\n"
+SEALED_MAGIC = "classcam-sealed-key/v1"
+SCRYPT_LOG2_N = 18  # as age's own passphrase files: 256 MiB, about 0.8 s on a current PC
+SCRYPT_R, SCRYPT_P = 8, 1
+MIN_SCRYPT_LOG2_N, MAX_SCRYPT_LOG2_N = 15, 22
 _PKCS8_PBKDF2 = b"-----BEGIN ENCRYPTED PRIVATE KEY-----"
 
 
@@ -104,6 +114,9 @@ def enrol_security_key(device: CtapDevice, teacher_id: str, name: str,
     """Make a (non-resident) ES256 or EdDSA credential for the relying party `classcam` on the
     security key `device`, with its PIN and a touch; `SecurityKeyError` says why not. The key
     must have a PIN: the unit accepts only assertions the key verified the PIN for."""
+    # fido2.ctap2 imports the USB HID backend of the platform it runs on: import on use.
+    from fido2.ctap2.base import Ctap2
+    from fido2.ctap2.pin import ClientPin
     try:
         ctap = Ctap2(device)
         if not ctap.info.options.get("clientPin"):
@@ -141,26 +154,25 @@ def security_keys() -> list[CtapDevice]:
     return list(CtapHidDevice.list_devices())
 
 
-def seal_signing_key(key: Ed25519PrivateKey, secret: str) -> bytes:
-    """The key's PKCS#8 DER, encrypted under `secret` (a passphrase or a PIN pad's PIN) in age's
-    scrypt format: an age file with one `scrypt` stanza, log2 N at least MIN_SCRYPT_LOG2_N."""
+def seal_signing_key(key: Ed25519PrivateKey, secret: str,
+                     log2_n: int = SCRYPT_LOG2_N) -> bytes:
+    """The key's PKCS#8 DER, encrypted under `secret` (a passphrase or a PIN pad's PIN): a key
+    from scrypt (N = 2^log2_n, r = 8, p = 1, a random 16-byte salt) seals it with
+    ChaCha20-Poly1305, the header lines as associated data (see the module docstring)."""
+    if not MIN_SCRYPT_LOG2_N <= log2_n <= MAX_SCRYPT_LOG2_N:
+        raise ValueError(f"log2 N must be {MIN_SCRYPT_LOG2_N} to {MAX_SCRYPT_LOG2_N}")
     der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
-    sealed = pyrage.passphrase.encrypt(der, secret)
-    if scrypt_work_factor(sealed) < MIN_SCRYPT_LOG2_N:
-        raise KeyFileError(f"this computer is too slow to seal a key with scrypt log2 N >= "
-                           f"{MIN_SCRYPT_LOG2_N}")
-    return sealed
+    salt, nonce = os.urandom(16), os.urandom(12)
+    header = (f"{SEALED_MAGIC}\nscrypt {b64(salt)} {log2_n} {SCRYPT_R} {SCRYPT_P}\n"
+              f"chacha20poly1305 {b64(nonce)}\n").encode()
+    sealed = ChaCha20Poly1305(_scrypt_key(secret, salt, log2_n)).encrypt(nonce, der, header)
+    return header + b64(sealed).encode() + b"\n"
 
 
 def scrypt_work_factor(sealed: bytes) -> int:
-    """log2 N of the one `scrypt` stanza of an age file made by `seal_signing_key`; ValueError
-    if it is not such a file."""
-    match = re.match(rb"age-encryption\.org/v1\n-> scrypt ([A-Za-z0-9+/]{22}) ([1-9][0-9]?)\n"
-                     rb"[A-Za-z0-9+/]{43}\n---", sealed)
-    if match is None or len(base64.b64decode(match.group(1) + b"==")) != 16:
-        raise ValueError("not an age file with one scrypt stanza")
-    return int(match.group(2))
+    """log2 N of a key sealed by `seal_signing_key`; ValueError if it is not one."""
+    return _parse_sealed(sealed)[1]
 
 
 def load_signing_key(path: Path, secret: str) -> Ed25519PrivateKey:
@@ -168,12 +180,14 @@ def load_signing_key(path: Path, secret: str) -> Ed25519PrivateKey:
     with 2,048-iteration PBKDF2: it loads, with a note on stderr to re-seal it)."""
     data = path.read_bytes()
     try:
-        if data.startswith(_AGE_HEADER):
-            key = serialization.load_der_private_key(pyrage.passphrase.decrypt(data, secret),
-                                                     None)
+        if data.startswith(SEALED_MAGIC.encode() + b"\n"):
+            header, log2_n, salt, nonce, sealed = _parse_sealed(data)
+            der = ChaCha20Poly1305(_scrypt_key(secret, salt, log2_n)).decrypt(nonce, sealed,
+                                                                             header)
+            key = serialization.load_der_private_key(der, None)
         else:
             key = serialization.load_pem_private_key(data, secret.encode())
-    except (ValueError, TypeError, pyrage.DecryptError):
+    except (ValueError, TypeError, InvalidTag):
         raise KeyFileError(f"{path}: wrong passphrase or not a classcam signing key") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyFileError(f"{path}: not an Ed25519 key")
@@ -188,6 +202,29 @@ def reseal_signing_key(path: Path, passphrase: str) -> None:
     """Seal the signing key at `path` again, in today's form (`seal_signing_key`)."""
     key = load_signing_key(path, passphrase)
     atomic_write(path, seal_signing_key(key, passphrase), mode=0o600)
+
+
+_SEALED = re.compile(
+    rb"(classcam-sealed-key/v1\nscrypt ([A-Za-z0-9_-]{22}) ([0-9]{1,2}) 8 1\n"
+    rb"chacha20poly1305 ([A-Za-z0-9_-]{16})\n)([A-Za-z0-9_-]{40,400})\n")
+
+
+def _parse_sealed(data: bytes) -> tuple[bytes, int, bytes, bytes, bytes]:
+    """(header, log2 N, salt, nonce, ciphertext) of a sealed key; ValueError if it is not one
+    with parameters this code accepts."""
+    match = _SEALED.fullmatch(data)
+    if match is None:
+        raise ValueError("not a classcam sealed key")
+    header, salt, log2_n, nonce, sealed = match.groups()
+    if not MIN_SCRYPT_LOG2_N <= int(log2_n) <= MAX_SCRYPT_LOG2_N:
+        raise ValueError(f"scrypt log2 N {int(log2_n)} is out of range")
+    return (header, int(log2_n), unb64(salt.decode()), unb64(nonce.decode()),
+            unb64(sealed.decode()))
+
+
+def _scrypt_key(secret: str, salt: bytes, log2_n: int) -> bytes:
+    return Scrypt(salt=salt, length=32, n=2 ** log2_n, r=SCRYPT_R, p=SCRYPT_P).derive(
+        secret.encode())
 
 
 def load_identity(path: Path, passphrase: str) -> pyrage.x25519.Identity:

@@ -350,3 +350,14 @@ def test_the_pad_link_takes_an_assertion_with_exactly_its_fields(change, reason)
     assert reason in str(e.value)
     with pytest.raises(Exception, match="assertion takes exactly"):
         parse_message(encode({"type": "assertion", "assertion": inner, "more": 1}))
+
+
+def test_counters_written_out_of_order_keep_the_newest(tmp_path):
+    # Writes run in threads: an older snapshot written after a newer one must not win.
+    counters = SignCounters(tmp_path / COUNTERS_FILE)
+    older = counters.remember(CounterUse(b"c", 3))
+    newer = counters.remember(CounterUse(b"c", 7))
+    counters.write(newer)
+    counters.write(older)
+    with pytest.raises(TokenRejected):
+        SignCounters(tmp_path / COUNTERS_FILE).check(CounterUse(b"c", 5))

@@ -152,3 +152,12 @@ def test_the_pad_asks_the_key_with_user_presence_and_the_pin_token(tmp_path):
     (request,) = [cbor.decode(d[1:]) for d in seen if d[0] == Ctap2.CMD.GET_ASSERTION]
     assert isinstance(request, dict)
     assert request[1] == "classcam" and request[5] == {"up": True} and request[6] and request[7]
+
+
+def test_the_pad_and_the_units_assertion_check_never_import_the_simulator():
+    from tests.test_import_graph import ROOT, imports
+    files = [*sorted((ROOT / "pinpad").rglob("*.py")), ROOT / "appliance" / "assertion.py",
+             ROOT / "formats" / "assertion.py"]
+    assert len(files) >= 4
+    assert [f"{p.name} imports {m}" for p in files for m in imports(p)
+            if m.split(".")[0] == "hwsim"] == []

@@ -34,7 +34,7 @@ def test_keys_new_writes_sealed_keys_and_a_verifiable_card(made_keys):
     card = TeacherCard.parse((made_keys / "t-ahmed.card.json").read_bytes())
     assert (card.teacher_id, card.name) == ("t-ahmed", "Mr Ahmed")
     pem = (made_keys / "t-ahmed.signing.pem").read_bytes()
-    assert b"ENCRYPTED PRIVATE KEY" in pem
+    assert pem.startswith(b"classcam-sealed-key/v1\nscrypt ") and b"PRIVATE KEY" not in pem
     assert b"AGE-SECRET-KEY" not in (made_keys / "t-ahmed.identity.age").read_bytes()
     assert (made_keys / "t-ahmed.signing.pem").stat().st_mode & 0o077 == 0
     # The keys open with the passphrase, and belong to the card.
