@@ -79,8 +79,8 @@ def test_unsealing_leaves_other_threads_running(tmp_path):
     assert len(ticks) > 10 and max(b - a for a, b in zip(ticks, ticks[1:])) < 0.2
 
 
-def test_a_pin_sealed_key_is_scrypt_too_and_refuses_the_wrong_pin(tmp_path):
-    # hwsim/pinpad.py seals a key on the simulated pad under a short PIN with this function.
+def test_a_short_secret_sealed_key_is_scrypt_too_and_refuses_the_wrong_one(tmp_path):
+    # The seal does not depend on the secret's length (the pad's own keystore is pinpad/keystore.py).
     sealed = seal_signing_key(Ed25519PrivateKey.generate(), "4321")
     assert sealed_parts(sealed)["kdf"] == "scrypt"
     path = tmp_path / "k"
