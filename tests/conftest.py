@@ -31,6 +31,17 @@ def lab(lab_template, short_dir) -> Lab:
     return lab_template.copy(short_dir)
 
 
+@pytest.fixture(params=["libx264", "picamera2"])
+def lab_on_each_encoder(lab_template, short_dir, request) -> Lab:
+    """The classroom, its camera's frames encoded by the chain (libx264, as a USB webcam's) or
+    by the camera itself through the chain's Output (as the Pi camera's, by picamera2). A test
+    module runs on both by making its `lab` fixture return this one."""
+    lab = lab_template.copy(short_dir)
+    lab.settings["sim"] = {"encoder": request.param}
+    lab.write_config()
+    return lab
+
+
 @pytest.fixture
 def unit(lab):
     """The real daemon, simulated hardware, running on `lab`."""

@@ -13,14 +13,10 @@ from formats.durable import sha256_file
 from tests.media import decode_segments, identity, looks_like_plaintext_media, recording_dirs
 
 
-@pytest.fixture(params=["libx264", "picamera2"])
-def lab(lab_template, short_dir, request):
-    """The classroom, its camera's frames encoded by the chain (libx264, as a USB webcam's) or
-    by the camera itself through the chain's Output (as the Pi camera's, by picamera2)."""
-    lab = lab_template.copy(short_dir)
-    lab.settings["sim"] = {"encoder": request.param}
-    lab.write_config()
-    return lab
+@pytest.fixture
+def lab(lab_on_each_encoder):
+    """Every test here runs on both encoders (tests/conftest.py)."""
+    return lab_on_each_encoder
 
 
 def _kill_during_recordings(lab, trials: int, seed: int) -> list[float]:
