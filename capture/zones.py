@@ -155,16 +155,22 @@ def fill_yuv420_buffer(buffer: np.ndarray, mask: ZoneMask) -> None:
     mask.fill_planes(y, u, v)
 
 
-def zones_pre_callback(mask: ZoneMask) -> Callable[[Any], None]:
+def zones_pre_callback(mask: ZoneMask, mapped_array: Callable[[Any, str], Any] | None = None
+                       ) -> Callable[[Any], None]:
     """A picamera2 `pre_callback` that fills `mask` in the "main" stream (YUV420, of the mask's
     size) of each request before the hardware encoder or anything else sees it:
 
         picam2.pre_callback = zones_pre_callback(ZoneMask.of(zones, *main_size))
-    """
-    from picamera2 import MappedArray  # only on a Pi
+
+    `mapped_array` maps a request's stream as picamera2's `MappedArray` does (the default; the
+    simulator's camera gives its own twin)."""
+    if mapped_array is None:
+        from picamera2 import MappedArray  # only on a Pi
+        mapped_array = MappedArray
+    mapping = mapped_array
 
     def fill(request: Any) -> None:
-        with MappedArray(request, "main") as mapped:
+        with mapping(request, "main") as mapped:
             fill_yuv420_buffer(mapped.array, mask)
 
     return fill
