@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from capture.devices import CaptureError, bounded_close
-from capture.pipeline import CameraFrame, CaptureSettings
+from capture.pipeline import CameraFrame, CaptureSettings, Microphone
 from hwsim.faults import Faults
 from hwsim.timeline import Timeline
 
@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # numpy and PyAV come with the first recording, not with the 
 
 COUNTER_BITS = 20
 TONE_HZ = 440.0
+TEACHER_TONE_HZ = 660.0  # what the teacher's own microphone hears (`[audio] mode = "teacher"`)
 TONE_LEVEL = 0.25
 # picamera2's YUV420 rows are padded to a multiple of this many bytes (the ISP's alignment).
 STRIDE_ALIGN = 64
@@ -270,11 +271,14 @@ class SimMappedArray:
 
 
 class SimMicrophone(_SimDevice):
-    """A microphone that hears a steady tone."""
+    """A microphone that hears a steady tone: the room's (`TONE_HZ`), or, named
+    "teacher_microphone", the teacher's own (`TEACHER_TONE_HZ`)."""
 
-    def __init__(self, timeline: Timeline, faults: Faults, rate: int, realtime: bool = True):
-        super().__init__("microphone", timeline, faults, realtime)
+    def __init__(self, timeline: Timeline, faults: Faults, rate: int, realtime: bool = True,
+                 name: str = "microphone", tone_hz: float = TONE_HZ):
+        super().__init__(name, timeline, faults, realtime)
         self.rate = rate
+        self.tone_hz = tone_hz
         self.samples = 0
         self.overflows = 0  # a tone never overflows
 
@@ -288,10 +292,43 @@ class SimMicrophone(_SimDevice):
         import numpy as np
         t = np.arange(start, start + samples) / self.rate
         self.samples += samples
-        return (TONE_LEVEL * np.sin(2 * np.pi * TONE_HZ * t)).astype(np.float32)
+        return (TONE_LEVEL * np.sin(2 * np.pi * self.tone_hz * t)).astype(np.float32)
 
     def _reset(self) -> None:
         self.samples = 0
+
+
+class TracedMicrophone:
+    """A real microphone (`capture.audio.SoundDeviceMicrophone`) whose open and close reach
+    the timeline as the simulated devices' do, naming the sound device it reads (`source`)."""
+
+    def __init__(self, inner: Microphone, timeline: Timeline, source: str):
+        self._inner = inner
+        self._timeline = timeline
+        self.name = inner.name
+        self.source = source
+        self.is_open = False
+
+    @property
+    def overflows(self) -> int:
+        return self._inner.overflows
+
+    def open(self) -> None:
+        self._timeline("device", device=self.name, phase="open", source=self.source)
+        self.is_open = True
+        try:
+            self._inner.open()
+        except CaptureError:
+            self._timeline("device", device=self.name, phase="failed", source=self.source)
+            raise
+
+    def read(self, samples: int, timeout: float) -> np.ndarray:
+        return self._inner.read(samples, timeout)
+
+    def close(self) -> None:
+        self._inner.close()
+        self.is_open = False
+        self._timeline("device", device=self.name, phase="close", source=self.source)
 
 
 def draw_frame(background: np.ndarray, n: int, fps: int) -> np.ndarray:
