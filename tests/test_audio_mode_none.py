@@ -102,3 +102,22 @@ def test_a_manifest_from_before_audio_modes_opens_and_a_bad_mode_is_refused():
     assert open_manifest(sealed, ident).audio_mode == "teacher"
     with pytest.raises(ManifestRejected, match="audio mode"):
         open_manifest(seal({**BODY, "audio_mode": "everyone"}, device_key, recipient), ident)
+
+
+def test_decrypt_refuses_sound_in_a_recording_whose_manifest_says_video_only(lab, tmp_path):
+    from teacher_tools.decrypt import RecordingRefused
+    lab.settings["audio"] = {"mode": "room"}
+    lab.write_config()
+    with lab.daemon() as unit:
+        assert unit.lesson("t-evans", seconds=1.0)["ok"]
+    (rec,) = recording_dirs(lab)
+    ident = identity(lab)
+    manifest = open_manifest((rec / MANIFEST_FILE).read_bytes(), ident)
+    # Re-signed by another unit's key (the teacher trusts a new unit here): the manifest says
+    # video only, the segments hold sound.
+    (rec / MANIFEST_FILE).write_bytes(seal({**manifest.body, "audio_mode": "none"},
+                                           Ed25519PrivateKey.generate(), str(ident.to_public())))
+    with pytest.raises(RecordingRefused, match="holds sound, but the manifest says the unit "
+                                               "recorded video only"):
+        decrypt_recording(rec, ident, tmp_path / "lesson.mp4", known=None, trust_new_unit=True)
+    assert not (tmp_path / "lesson.mp4").exists()
