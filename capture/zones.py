@@ -17,6 +17,12 @@ After lossy H.264 encoding, pixels inside the zone within one macroblock (16 lum
 edge may differ from the fill by the codec's quantisation error, as the macroblocks there carry
 both the fill and the picture beside it; deeper inside, the decoded picture is the fill (within
 `DECODED_TOLERANCE`). Nothing of the picture inside the zone reaches the encoder at all.
+
+Both encoders get the same fill at the same edges: for libx264 the chain fills each PyAV frame
+(`fill_zones`); for picamera2's H264Encoder (the Pi camera, and the simulator's twin of it)
+`zones_pre_callback` fills the request's YUV420 buffer, whose rows may be padded to a stride, in
+place before picamera2 hands the request to any encoder (tests/test_zones_encoders.py decodes
+every frame of both).
 """
 from __future__ import annotations
 
