@@ -30,6 +30,15 @@ START_NOTICE_CY = (
     "Mae camera'r ystafell ddosbarth hon yn recordio fideo a sain nawr, at ddiben datblygiad "
     "proffesiynol a hyfforddiant yr athro yn unig."
 )
+# With `[audio] mode = "none"` nothing is heard or kept but the picture, and the room is told so.
+START_VIDEO_ONLY_NOTICE_EN = (
+    "This classroom camera is now recording video only, without sound, for the teacher's own "
+    "professional development and training only."
+)
+START_VIDEO_ONLY_NOTICE_CY = (
+    "Mae camera'r ystafell ddosbarth hon yn recordio fideo yn unig nawr, heb sain, at ddiben "
+    "datblygiad proffesiynol a hyfforddiant yr athro yn unig."
+)
 STOP_NOTICE_EN = "The classroom camera has stopped recording."
 STOP_NOTICE_CY = "Mae camera'r ystafell ddosbarth wedi stopio recordio."
 DISCARD_NOTICE_EN = "The last recording has been discarded."
@@ -104,6 +113,9 @@ class NoticeConfig(_Section):
     languages: list[Literal["en", "cy"]] = Field(default=["en", "cy"], min_length=1)
     start_en: str = Field(default=START_NOTICE_EN, min_length=1)
     start_cy: str = Field(default=START_NOTICE_CY, min_length=1)
+    # The start notice when `[audio] mode = "none"`: video only.
+    start_video_only_en: str = Field(default=START_VIDEO_ONLY_NOTICE_EN, min_length=1)
+    start_video_only_cy: str = Field(default=START_VIDEO_ONLY_NOTICE_CY, min_length=1)
     stop_en: str = Field(default=STOP_NOTICE_EN, min_length=1)
     stop_cy: str = Field(default=STOP_NOTICE_CY, min_length=1)
     discard_en: str = Field(default=DISCARD_NOTICE_EN, min_length=1)
@@ -112,7 +124,8 @@ class NoticeConfig(_Section):
     full_cy: str = Field(default=FULL_NOTICE_CY, min_length=1)
     words_per_minute: int = Field(default=150, ge=80, le=400)
 
-    def texts(self, kind: Literal["start", "stop", "discard", "full"]) -> list[tuple[str, str]]:
+    def texts(self, kind: Literal["start", "start_video_only", "stop", "discard", "full"]
+              ) -> list[tuple[str, str]]:
         """(language, text) pairs to speak for `kind`, in the configured order."""
         return [(lang, getattr(self, f"{kind}_{lang}")) for lang in self.languages]
 
@@ -198,10 +211,16 @@ class AudioConfig(_Section):
     "Headphones" for "bcm2835 Headphones: - (hw:0,0)", or an ALSA PCM defined in asound.conf.
     Checked at start-up and before every arm: a device that is missing, or that is HDMI, is a
     fault and the unit does not arm, since the notice must reach the room (P3). "default" is
-    ALSA's default device, which on a headless Pi is HDMI: it counts as HDMI."""
+    ALSA's default device, which on a headless Pi is HDMI: it counts as HDMI.
+
+    `mode` says what is heard: "room", the room's microphone (`microphone`); "teacher", only a
+    microphone the teacher wears or stands at (`teacher_microphone`, a second device), the room's
+    never opened; "none", no microphone at all: video only, and the start notice says so."""
 
     speaker: str = "default"
     microphone: str = "default"
+    mode: Literal["room", "teacher", "none"] = "room"
+    teacher_microphone: str = ""  # required with mode "teacher"
     # Let an HDMI output (a monitor's or a classroom screen's speakers) play the notice.
     allow_hdmi: bool = False
     # The rate the notice is played at, resampled to it; 0: the speaker's own default rate.
@@ -213,6 +232,23 @@ class AudioConfig(_Section):
         if not value.strip():
             raise ValueError("must name a device")
         return value
+
+    @model_validator(mode="after")
+    def _teacher_named(self) -> AudioConfig:
+        if self.mode == "teacher" and not self.teacher_microphone.strip():
+            raise ValueError('teacher_microphone must name a device with mode = "teacher"')
+        return self
+
+    @property
+    def microphone_name(self) -> str:
+        """What the unit calls the microphone in use, in its journal lines: its key here."""
+        return "teacher_microphone" if self.mode == "teacher" else "microphone"
+
+    @property
+    def microphone_in_use(self) -> str | None:
+        """The device name of the one microphone the unit opens, or None (mode "none")."""
+        return {"room": self.microphone, "teacher": self.teacher_microphone,
+                "none": None}[self.mode]
 
 
 class GpioConfig(_Section):
@@ -244,6 +280,9 @@ class SimConfig(_Section):
     realtime: bool = True
     # Read the camera's frames from this video file (the USB-webcam path) instead of drawing them.
     camera_file: FilePath | None = None
+    # "simulated": the microphone [audio] mode names is simulated (a tone: 440 Hz for the room's,
+    # 660 Hz for the teacher's); "sounddevice": it is that device through PortAudio, as on a Pi.
+    microphone: Literal["simulated", "sounddevice"] = "simulated"
     # Who encodes: "libx264", the chain (as for a USB webcam); "picamera2", the camera itself,
     # writing to the chain's Output as picamera2's H264Encoder does (as for the Pi camera).
     encoder: Literal["libx264", "picamera2"] = "libx264"

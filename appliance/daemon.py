@@ -118,7 +118,8 @@ async def serve(config: Config, hw: Hardware, client: UploadClient | None = None
     device_key = await asyncio.to_thread(_recover, spool, config, supervisor)
     notices, notice_error = None, None
     try:
-        notices = await asyncio.to_thread(Notices.synthesise, config.notice)
+        notices = await asyncio.to_thread(Notices.synthesise, config.notice,
+                                            config.audio.mode == "none")
     except NoticeUnavailable as e:
         notice_error = str(e)
     clock_synchronised = synchronised_check(config.clock.synchronised)

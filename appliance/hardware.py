@@ -51,7 +51,7 @@ class Hardware:
     status_led: StatusLed
     speaker: Speaker
     camera: Camera
-    microphone: Microphone
+    microphone: Microphone | None  # the one `[audio] mode` names; None: "none", video only
     trace: Trace = no_trace
     free_bytes: Callable[[Path], int] = lambda path: shutil.disk_usage(path).free
     # Why the speaker or microphone cannot be used (missing, or HDMI), or None; called at

@@ -1,6 +1,6 @@
 """The spoken notice (P3): synthesised offline with espeak-ng, played completely before capture.
 
-    notices = Notices.synthesise(config.notice)      # at start-up; NoticeUnavailable if it cannot
+    notices = Notices.synthesise(config.notice, video_only)   # at start-up; NoticeUnavailable
     completed = speaker.play(notices.start, cancel)  # True only if every sample was played
 """
 from __future__ import annotations
@@ -30,6 +30,7 @@ class Sound:
     label: str
     pcm: bytes
     rate: int
+    text: str = ""  # what it says (for the simulator's record)
 
     @property
     def seconds(self) -> float:
@@ -55,9 +56,13 @@ class Notices:
     full: Sound  # why a recording cannot start: the spool is full
 
     @classmethod
-    def synthesise(cls, config: NoticeConfig) -> Notices:
-        return cls(*(synthesise(kind, config.texts(kind), config.words_per_minute)
-                     for kind in ("start", "stop", "discard", "full")))
+    def synthesise(cls, config: NoticeConfig, video_only: bool = False) -> Notices:
+        """The notices; the start notice says "video only" if `video_only` (no microphone:
+        `[audio] mode = "none"`), else "video and audio"."""
+        start = config.texts("start_video_only" if video_only else "start")
+        return cls(synthesise("start", start, config.words_per_minute),
+                   *(synthesise(kind, config.texts(kind), config.words_per_minute)
+                     for kind in ("stop", "discard", "full")))
 
 
 def synthesise(label: Literal["start", "stop", "discard", "full"], texts: list[tuple[str, str]],
@@ -86,4 +91,4 @@ def synthesise(label: Literal["start", "stop", "discard", "full"], texts: list[t
             parts.append(w.readframes(w.getnframes()))
     if rate is None:
         raise NoticeUnavailable("no notice language configured")
-    return Sound(label, b"".join(parts), rate)
+    return Sound(label, b"".join(parts), rate, " ".join(text for _, text in texts))

@@ -70,6 +70,7 @@ class Facts:
     quota_mb: float
     max_minutes: float
     spoken: list[str]
+    audio_mode: str = "room"  # [audio] mode: "room", "teacher" or "none" (video only)
 
 
 def facts(config: Config, names: list[str]) -> Facts:
@@ -81,7 +82,8 @@ def facts(config: Config, names: list[str]) -> Facts:
                  host=host, contact=privacy.contact or None,
                  names=sorted(names) if privacy.name_teachers else None,
                  zones=len(privacy.zones), quota_mb=config.spool.quota_mb,
-                 max_minutes=config.recording.max_minutes, spoken=list(config.notice.languages))
+                 max_minutes=config.recording.max_minutes, spoken=list(config.notice.languages),
+                 audio_mode=config.audio.mode)
 
 
 def notice_sheets(config: Config, names: list[str], languages: list[Language]) -> list[Sheet]:
@@ -114,7 +116,9 @@ def _mb(quota_mb: float) -> str:
 
 def _room_en(f: Facts) -> list[Block]:
     blocks = [Block("title", "Classroom camera"), Block("heading", f.place),
-              Block("body", "A camera in this room can record video and audio of lessons, for "
+              Block("body", "A camera in this room can record "
+                            + ("video only (no sound)" if f.audio_mode == "none"
+                               else "video and audio") + " of lessons, for "
                             "the teacher's own professional development and training only.")]
     if f.zones:
         blocks.append(Block("bullet", "Parts of the picture are blanked out in the camera before "
@@ -137,7 +141,9 @@ def _room_cy(f: Facts) -> list[Block]:
     blocks = [Block("title", "Camera'r ystafell ddosbarth"), Block("heading", f.place),
               # seed: "recordio fideo a sain", "i ddiben eu datblygiad proffesiynol a'u
               # hyfforddiant yn unig"; the sentence around them needs review.
-              Block("body", "Gall camera yn yr ystafell hon recordio fideo a sain o wersi, at "
+              Block("body", "Gall camera yn yr ystafell hon recordio "
+                            + ("fideo yn unig (heb sain)" if f.audio_mode == "none"
+                               else "fideo a sain") + " o wersi, at "
                             "ddiben datblygiad proffesiynol a hyfforddiant yr athro yn unig.")]
     if f.zones:
         # Needs review by a Welsh speaker.
@@ -170,8 +176,14 @@ def _facts_en(f: Facts) -> list[Block]:
         Block("title", "Classroom camera: fact sheet for the data-protection lead"),
         Block("heading", f"{f.place} (unit {f.device_id})"),
         Block("heading", "What is recorded"),
-        Block("body", "Video and audio of the lesson, from the camera and microphone of the "
-                      f"unit, for at most {f.max_minutes:g} minutes at a time. "
+        Block("body", {"room": "Video and audio of the lesson, from the camera and microphone "
+                               "of the unit",
+                       "teacher": "Video of the lesson from the unit's camera, and audio from "
+                                  "the teacher's own microphone only (the room's is never "
+                                  "opened)",
+                       "none": "Video only, from the unit's camera: no sound is recorded"
+                       }[f.audio_mode]
+                      + f", for at most {f.max_minutes:g} minutes at a time. "
                       + (f"{f.zones} privacy zone(s) are blanked out in every frame before it "
                          "is encoded: what is behind them is never recorded."
                          if f.zones else "No privacy zones are set: the whole picture is "
@@ -207,8 +219,14 @@ def _facts_cy(f: Facts) -> list[Block]:
         Block("title", "Camera'r ystafell ddosbarth: taflen ffeithiau i'r arweinydd diogelu data"),
         Block("heading", f"{f.place} (uned {f.device_id})"),
         Block("heading", "Beth sy'n cael ei recordio"),
-        Block("body", "Fideo a sain o'r wers, o gamera a meicroffon yr uned, am "
-                      f"{f.max_minutes:g} munud ar y mwyaf ar y tro. "
+        # Needs review by a Welsh speaker (the "teacher" and "none" wording).
+        Block("body", {"room": "Fideo a sain o'r wers, o gamera a meicroffon yr uned",
+                       "teacher": "Fideo o'r wers o gamera'r uned, a sain o feicroffon yr "
+                                  "athro ei hun yn unig (nid yw meicroffon yr ystafell byth yn "
+                                  "cael ei agor)",
+                       "none": "Fideo yn unig, o gamera'r uned: nid oes sain yn cael ei "
+                               "recordio"}[f.audio_mode]
+                      + f", am {f.max_minutes:g} munud ar y mwyaf ar y tro. "
                       + (f"Mae {f.zones} parth preifatrwydd yn cael eu cuddio ym mhob ffrâm cyn "
                          "ei hamgodio: nid yw'r hyn sydd y tu ôl iddynt byth yn cael ei recordio."
                          if f.zones else "Nid oes parthau preifatrwydd wedi'u gosod: mae'r llun "

@@ -17,6 +17,7 @@ def make_pi_hardware(config: Config) -> Hardware:
     from capture.pi import PiCamera
     from capture.pipeline import Camera
     gpio, c, a = config.gpio, config.capture, config.audio
+    heard = a.microphone_in_use  # [audio] mode: the room's, the teacher's, or none
     audio.initialise()  # now, not when a lesson starts: PortAudio's first use prints (P9)
     camera: Camera
     if config.camera.kind == "v4l2":  # a USB webcam, encoded by the chain
@@ -31,6 +32,7 @@ def make_pi_hardware(config: Config) -> Hardware:
         status_led=StatusLed(gpio.status_led_pins),
         speaker=SoundDeviceSpeaker(a.speaker, a.speaker_rate),
         camera=camera,
-        microphone=audio.SoundDeviceMicrophone(c.audio_rate, a.microphone),
-        check_audio=lambda: audio.check_devices(a.speaker, a.microphone, a.allow_hdmi),
+        microphone=None if heard is None else audio.SoundDeviceMicrophone(
+            c.audio_rate, heard, name=a.microphone_name),
+        check_audio=lambda: audio.check_devices(a.speaker, heard, a.allow_hdmi),
     )

@@ -61,4 +61,4 @@ def resample(sound: Sound, rate: int) -> Sound:
     resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
     frames = resampler.resample(frame) + resampler.resample(None)
     pcm = b"".join(f.to_ndarray().astype("<i2").tobytes() for f in frames)
-    return Sound(sound.label, pcm, rate)
+    return Sound(sound.label, pcm, rate, sound.text)

@@ -311,7 +311,8 @@ class Unit:
             recording = await asyncio.to_thread(self._spool.new_recording, token.teacher_id,
                                                 token.recipient)
             self._maker_of_newest = token.teacher_id
-            for device in (self._hw.camera, self._hw.microphone):
+            # No microphone with `[audio] mode = "none"`: video only.
+            for device in (d for d in (self._hw.camera, self._hw.microphone) if d is not None):
                 if self._stop_requested.is_set():
                     return
                 opened = True
@@ -408,8 +409,9 @@ class Unit:
                 return
             entries = await asyncio.to_thread(recordings.finish, recording, self._spool,
                                               self.config.device.id, self._device_key, ended_by,
-                                              audio_overflows=self._hw.microphone.overflows,
-                                              bookmarks=tuple(self._bookmarks))
+                                              audio_overflows=_overflows(self._hw),
+                                              bookmarks=tuple(self._bookmarks),
+                                              audio_mode=self.config.audio.mode)
         except Exception as e:  # e.g. the disk is full (ENOSPC)
             # What was sealed stays queued for upload (P7); the next start finishes the
             # recording (`recover_interrupted` writes the manifest, or removes an empty one).
@@ -552,6 +554,11 @@ class Unit:
         else:
             pattern = Pattern.IDLE
         self._hw.status_led.show(pattern)
+
+
+def _overflows(hw: Hardware) -> int:
+    """Times the microphone lost samples (none without one)."""
+    return 0 if hw.microphone is None else hw.microphone.overflows
 
 
 def _why(e: Exception) -> str:

@@ -122,11 +122,11 @@ def _opened(change: int) -> None:
 
 
 class SoundDeviceMicrophone:
-    """A USB or I2S microphone through sounddevice (PortAudio), mono float32."""
+    """A USB or I2S microphone through sounddevice (PortAudio), mono float32; `name` is what
+    errors and the journal call it."""
 
-    name = "microphone"
-
-    def __init__(self, rate: int = 48000, device: str | None = None):
+    def __init__(self, rate: int = 48000, device: str | None = None, name: str = "microphone"):
+        self.name = name
         self._rate, self._device = rate, device
         self._block = max(1, int(rate * BLOCK_S))
         self._stream = None
@@ -155,7 +155,7 @@ class SoundDeviceMicrophone:
                 _opened(+1)
                 stream.start()
         except Exception as e:
-            raise CaptureError(f"microphone: {e}") from e
+            raise CaptureError(f"{self.name}: {e}") from e
         self._reader = threading.Thread(target=self._listen, args=(stream,), name="microphone",
                                         daemon=True)
         self._reader.start()
@@ -171,12 +171,12 @@ class SoundDeviceMicrophone:
             try:
                 block = self._blocks.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
-                raise CaptureError(self._error or f"microphone: no sound within {timeout:g} s"
+                raise CaptureError(self._error or f"{self.name}: no sound within {timeout:g} s"
                                    ) from None
             self._held.append(block)
             held += len(block)
         if self._persisting():
-            raise CaptureError(f"microphone: input overflowed {MAX_OVERFLOWS} times within "
+            raise CaptureError(f"{self.name}: input overflowed {MAX_OVERFLOWS} times within "
                                f"{OVERFLOW_WINDOW_S:g} s; samples were lost")
         data = np.concatenate(self._held)
         self._held = [data[samples:]] if held > samples else []
@@ -193,7 +193,7 @@ class SoundDeviceMicrophone:
             if reader.is_alive():
                 self._stream = stream
                 self._reader = reader
-                raise CaptureError(f"microphone: a read did not return within "
+                raise CaptureError(f"{self.name}: a read did not return within "
                                    f"{CLOSE_TIMEOUT_S:g} s; it may still be open")
         if stream is not None:
             with PORTAUDIO:
@@ -215,7 +215,7 @@ class SoundDeviceMicrophone:
                     self._overflowed()
                 self._keep(data[:, 0].copy())
         except Exception as e:  # the device went away: reads say why once the queue is empty
-            self._error = f"microphone: {e}"
+            self._error = f"{self.name}: {e}"
 
     def _keep(self, block: np.ndarray) -> None:
         try:

@@ -13,14 +13,16 @@ from typing import Any
 from capture.devices import CaptureError, bounded_close
 from capture.encoders import PacketOutput, keyframe_period
 from capture.pipeline import CaptureSettings
-
+from capture.zones import ZoneMask, zones_pre_callback
 
 
 class PiCamera:
     """The Pi camera module (libcamera) through picamera2, encoded by picamera2's own
     `H264Encoder` (the hardware encoder on a Pi 4; libx264 on a Pi 5, which has none) into the
     chain's `PacketOutput`: frames stay YUV 4:2:0 in the camera's buffers, and each packet is
-    timed by its request's `SensorTimestamp`.
+    timed by its request's `SensorTimestamp`. Privacy zones are filled in each request's main
+    (YUV420) buffer by picamera2's `pre_callback`, which it runs before any encoder sees the
+    request (`capture.zones`).
 
         camera = PiCamera((1280, 720), fps=25)
         camera.open(); camera.start_encoding(output, settings); ...
@@ -59,6 +61,9 @@ class PiCamera:
             raise CaptureError("camera is not open")
         try:
             from picamera2.encoders import H264Encoder
+            # Set before the encoder starts, so no frame reaches it unfilled.
+            cam.pre_callback = (zones_pre_callback(ZoneMask.of(settings.zones, *self._size))
+                                if settings.zones else None)
             encoder = H264Encoder(bitrate=settings.video_bitrate_kbps * 1000, repeat=True,
                                   iperiod=keyframe_period(settings), framerate=settings.fps)
             cam.start_encoder(encoder, _to_chain(output), name="main")

@@ -2,6 +2,7 @@
 
     recorder = Recorder(camera, microphone, recording_dir, recipient, settings,
                         on_sealed=spool_it)   # called with each SegmentEntry once it is sealed
+                                              # (microphone None: video only, no audio stream)
     recorder.start()                 # two threads; camera and microphone are already open
     ...
     entries = recorder.stop()        # flushes the encoders and seals the last segment
@@ -155,14 +156,15 @@ class DiskFull(CaptureError):
 class Recorder:
     """Runs the capture chain on its own threads."""
 
-    def __init__(self, camera: Camera, microphone: Microphone, directory: Path, recipient: str,
-                 settings: CaptureSettings,
+    def __init__(self, camera: Camera, microphone: Microphone | None, directory: Path,
+                 recipient: str, settings: CaptureSettings,
                  free_bytes: Callable[[Path], int] = lambda p: shutil.disk_usage(p).free,
                  on_sealed: Callable[[SegmentEntry], None] = lambda entry: None):
         self._camera = camera
-        self._microphone = microphone
+        self._microphone = microphone  # None: video only (`[audio] mode = "none"`)
         self._settings = settings
-        self._segmenter = Segmenter(directory, recipient, settings, free_bytes, on_sealed)
+        self._segmenter = Segmenter(directory, recipient, settings, free_bytes, on_sealed,
+                                    audio=microphone is not None)
         self._stop = threading.Event()
         self._frames: queue.Queue = queue.Queue(QUEUE_FRAMES)
         self._encoder_done = threading.Event()
@@ -289,10 +291,12 @@ class Recorder:
     def _with_sound(self, video: av.VideoFrame | av.Packet, pts_us: int) -> None:
         """Queue `video` (taken at `pts_us`) with the microphone's samples up to its end."""
         s = self._settings
-        self._reading = self._microphone.name
-        due = sound_due(s, pts_us) - self._samples_read
-        samples = self._microphone.read(due, s.stall_timeout_s) if due > 0 else None
-        self._samples_read += max(due, 0)
+        samples = None
+        if self._microphone is not None:
+            self._reading = self._microphone.name
+            due = sound_due(s, pts_us) - self._samples_read
+            samples = self._microphone.read(due, s.stall_timeout_s) if due > 0 else None
+            self._samples_read += max(due, 0)
         self._reading = None
         self._put((video, samples))
         self.frames += 1
@@ -327,7 +331,7 @@ class Recorder:
     def _encode(self) -> None:
         """Frames -> encoders -> segmenter -> sealed segments, until the end marker."""
         try:
-            encoders = Encoders(self._settings)
+            encoders = Encoders(self._settings, audio=self._microphone is not None)
             while not isinstance(item := self._frames.get(), _End):
                 for packet, video in encoders.encode(*item):
                     self._segmenter.route(packet, video)
@@ -361,12 +365,13 @@ def sound_due(s: CaptureSettings, pts_us: int) -> int:
 
 
 class Encoders:
-    """H.264 (for pictures; a camera's own packets pass through) and AAC for one recording."""
+    """H.264 (for pictures; a camera's own packets pass through) and AAC (unless `audio` is
+    False: video only) for one recording."""
 
-    def __init__(self, s: CaptureSettings):
+    def __init__(self, s: CaptureSettings, audio: bool = True):
         self._s = s
         self._video: SoftwareH264 | None = None  # made for the first picture
-        self.audio = AacEncoder(s)
+        self.audio = AacEncoder(s) if audio else None
 
     def encode(self, video: av.VideoFrame | av.Packet, samples: np.ndarray | None
                ) -> list[tuple[av.Packet, bool]]:
@@ -379,6 +384,8 @@ class Encoders:
         else:
             packets = [(video, True)]
         if samples is not None:
+            if self.audio is None:
+                raise CaptureError("sound was given to a video-only recording")
             packets.extend((p, False) for p in self.audio.encode(samples))
         return packets
 
@@ -387,16 +394,20 @@ class Encoders:
         packets = []
         if self._video is not None:
             packets = [(p, True) for p in self._video.encode(None)]
-        packets.extend((p, False) for p in self.audio.flush())
+        if self.audio is not None:
+            packets.extend((p, False) for p in self.audio.flush())
         return packets
 
 
 class Segmenter:
-    """Routes packets into MPEG-TS segments, each behind its own `SealingSink`."""
+    """Routes packets into MPEG-TS segments, each behind its own `SealingSink`; with `audio`
+    False the segments hold a video stream only."""
 
     def __init__(self, directory: Path, recipient: str, s: CaptureSettings,
                  free_bytes: Callable[[Path], int],
-                 on_sealed: Callable[[SegmentEntry], None] = lambda entry: None):
+                 on_sealed: Callable[[SegmentEntry], None] = lambda entry: None,
+                 audio: bool = True):
+        self._audio = audio
         self._directory = directory
         self._recipient = recipient
         self._s = s
@@ -454,7 +465,7 @@ class Segmenter:
             raise DiskFull(f"only {free // (1024 * 1024)} MB free; recording stopped with "
                            f"{len(self.sealed)} segment(s) sealed")
         self._current = _Segment(self._directory, len(self.sealed) + 1, self._recipient,
-                                 self._s, first_pts)
+                                 self._s, first_pts, self._audio)
         for packet in self._waiting_audio:
             self._current.mux(packet, False)
         self._waiting_audio.clear()
@@ -487,7 +498,7 @@ class Segmenter:
 
 class _Segment:
     def __init__(self, directory: Path, index: int, recipient: str, s: CaptureSettings,
-                 first_pts: int):
+                 first_pts: int, audio: bool = True):
         import av
         self.index = index
         self.first_pts = first_pts
@@ -505,7 +516,8 @@ class _Segment:
                                                      height=s.height)
         # A mux-only stream would carry no AudioSpecificConfig, and MPEG-TS needs it to write
         # ADTS headers; an AAC stream with the encoder's settings gives the same config.
-        self._audio = self._container.add_stream("aac", rate=s.audio_rate, layout="mono")
+        self._audio = (self._container.add_stream("aac", rate=s.audio_rate, layout="mono")
+                       if audio else None)
 
     def mux(self, packet: av.Packet, video: bool) -> None:
         assert packet.pts is not None and packet.dts is not None, "route() refused it otherwise"
@@ -520,7 +532,10 @@ class _Segment:
         if packet.dts < 0:
             raise CaptureError(f"encoder gave a packet {float(-packet.dts * packet.time_base):g} s "
                                "before the recording's start")
-        packet.stream = self._video if video else self._audio
+        stream = self._video if video else self._audio
+        if stream is None:
+            raise CaptureError("an audio packet for a video-only segment")
+        packet.stream = stream
         self._container.mux(packet)
 
     def finish(self) -> SegmentEntry:

@@ -17,6 +17,12 @@ After lossy H.264 encoding, pixels inside the zone within one macroblock (16 lum
 edge may differ from the fill by the codec's quantisation error, as the macroblocks there carry
 both the fill and the picture beside it; deeper inside, the decoded picture is the fill (within
 `DECODED_TOLERANCE`). Nothing of the picture inside the zone reaches the encoder at all.
+
+Both encoders get the same fill at the same edges: for libx264 the chain fills each PyAV frame
+(`fill_zones`); for picamera2's H264Encoder (the Pi camera, and the simulator's twin of it)
+`zones_pre_callback` fills the request's YUV420 buffer, whose rows may be padded to a stride, in
+place before picamera2 hands the request to any encoder (tests/test_zones_encoders.py decodes
+every frame of both).
 """
 from __future__ import annotations
 
@@ -108,16 +114,22 @@ def fill_yuv420_buffer(buffer: np.ndarray, mask: ZoneMask) -> None:
     mask.fill_planes(y, u, v)
 
 
-def zones_pre_callback(mask: ZoneMask) -> Callable[[Any], None]:
+def zones_pre_callback(mask: ZoneMask, mapped_array: Callable[[Any, str], Any] | None = None
+                       ) -> Callable[[Any], None]:
     """A picamera2 `pre_callback` that fills `mask` in the "main" stream (YUV420, of the mask's
     size) of each request before the hardware encoder or anything else sees it:
 
         picam2.pre_callback = zones_pre_callback(ZoneMask.of(zones, *main_size))
-    """
-    from picamera2 import MappedArray  # only on a Pi
+
+    `mapped_array` maps a request's stream as picamera2's `MappedArray` does (the default; the
+    simulator's camera gives its own twin)."""
+    if mapped_array is None:
+        from picamera2 import MappedArray  # only on a Pi
+        mapped_array = MappedArray
+    mapping = mapped_array
 
     def fill(request: Any) -> None:
-        with MappedArray(request, "main") as mapped:
+        with mapping(request, "main") as mapped:
             fill_yuv420_buffer(mapped.array, mask)
 
     return fill

@@ -21,7 +21,8 @@ and the body is:
      "segments": [{"index": 1, "file": "seg-000001.ts.age", "sha256": hex of the ciphertext,
                    "duration": seconds, "first_pts": seconds, "last_pts": seconds,
                    "dropped_frames": n}, ...],
-     "audio_overflows": int, "bookmarks": [seconds from the lesson's start, ...]}
+     "audio_overflows": int, "bookmarks": [seconds from the lesson's start, ...],
+     "audio_mode": "room" | "teacher" | "none"}
 
 `duration` runs from the first frame's time to the end of the last; `dropped_frames` counts the
 frames the camera dropped within it (gaps in the sensor's timestamps), so the segment holds
@@ -36,6 +37,11 @@ written before it existed lack it and are read as 0.
 teacher marked while recording (pad link `{"type": "mark"}`), in order. They are in this
 encrypted manifest and nowhere else: not in the journal, the spool's plaintext files or the
 upload journal (P9). `classcam decrypt` writes them as chapters into the lesson.
+
+`audio_mode` (optional) is the unit's `[audio] mode` for the recording: "room" (the room's
+microphone), "teacher" (the teacher's own microphone only) or "none" (video only: the segments
+have no audio stream). A manifest written before modes existed, or by the recovery after a
+crash, has none; its segments say whether there is sound (`classcam decrypt` looks).
 
 `complete` is false when the unit restarted after a crash mid-recording; the segments sealed
 before the crash are all listed.
@@ -61,7 +67,9 @@ _BODY = {"recording_id", "teacher_id", "device_id", "complete", "ended_by", "sta
          "segments"}
 _SEGMENT = {"index", "file", "sha256", "duration", "first_pts", "last_pts", "dropped_frames"}
 _SEGMENT_V1_0 = _SEGMENT - {"dropped_frames"}  # written before dropped frames were counted
-_OPTIONAL = {"audio_overflows", "bookmarks"}  # keys a manifest written before them lacks
+_OPTIONAL = {"audio_overflows", "bookmarks", "audio_mode"}  # keys a manifest written before
+#                                                             them lacks
+AUDIO_MODES = ("room", "teacher", "none")
 
 
 class ManifestRejected(Exception):
@@ -117,6 +125,12 @@ class Manifest:
         return [float(t) for t in self.body.get("bookmarks", [])]
 
     @property
+    def audio_mode(self) -> str | None:
+        """The `[audio] mode` the unit recorded with; None if the manifest does not say."""
+        mode = self.body.get("audio_mode")
+        return None if mode is None else str(mode)
+
+    @property
     def device_fingerprint(self) -> str:
         return fingerprint(self.device_key)
 
@@ -164,6 +178,8 @@ def open_manifest(data: bytes, identity: pyrage.x25519.Identity) -> Manifest:
         raise ManifestRejected("manifest body is malformed")
     if "bookmarks" in body and not _bookmarks_ok(body["bookmarks"]):
         raise ManifestRejected("manifest bookmarks are malformed")
+    if body.get("audio_mode", "room") not in AUDIO_MODES:
+        raise ManifestRejected("manifest audio mode is not one of " + ", ".join(AUDIO_MODES))
     for i, s in enumerate(body["segments"], start=1):
         if not isinstance(s, dict) or set(s) not in (_SEGMENT, _SEGMENT_V1_0) \
                 or s["index"] != i or s["file"] != segment_file(i) \
@@ -176,7 +192,8 @@ def open_manifest(data: bytes, identity: pyrage.x25519.Identity) -> Manifest:
 def write_manifest(directory: Path, *, recording_id: str, teacher_id: str, device_id: str,
                    recipient: str, start: dict, end: dict, complete: bool, ended_by: str,
                    device_key: Ed25519PrivateKey, audio_overflows: int = 0,
-                   bookmarks: list[float] | tuple[float, ...] = ()) -> list[SegmentEntry]:
+                   bookmarks: list[float] | tuple[float, ...] = (),
+                   audio_mode: str | None = None) -> list[SegmentEntry]:
     """Write `manifest.age` for the sealed segments in `directory`, from their entries (which
     stay after a segment has been uploaded and purged), in index order; returns the segments it
     lists. A segment's entry is written just before it is sealed, so after a crash the caller
@@ -191,6 +208,8 @@ def write_manifest(directory: Path, *, recording_id: str, teacher_id: str, devic
             "complete": complete, "ended_by": ended_by, "start": start, "end": end,
             "segments": [e.to_json() for e in entries], "audio_overflows": audio_overflows,
             "bookmarks": sorted(bookmarks)}
+    if audio_mode is not None:
+        body["audio_mode"] = audio_mode
     atomic_write(directory / MANIFEST_FILE, seal(body, device_key, recipient), mode=0o600)
     return entries
 

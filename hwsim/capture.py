@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from capture.devices import CaptureError, bounded_close
-from capture.pipeline import CameraFrame, CaptureSettings
+from capture.pipeline import CameraFrame, CaptureSettings, Microphone
 from hwsim.faults import Faults
 from hwsim.timeline import Timeline
 
 if TYPE_CHECKING:  # numpy and PyAV come with the first recording, not with the daemon
+    import av
     import numpy as np
 
     from capture.encoders import PacketOutput
@@ -36,7 +38,10 @@ if TYPE_CHECKING:  # numpy and PyAV come with the first recording, not with the 
 
 COUNTER_BITS = 20
 TONE_HZ = 440.0
+TEACHER_TONE_HZ = 660.0  # what the teacher's own microphone hears (`[audio] mode = "teacher"`)
 TONE_LEVEL = 0.25
+# picamera2's YUV420 rows are padded to a multiple of this many bytes (the ISP's alignment).
+STRIDE_ALIGN = 64
 
 
 class _SimDevice:
@@ -143,7 +148,11 @@ class SimEncodingCamera:
     """The simulated camera with an encoder of its own, as picamera2 runs `H264Encoder`: a
     thread takes each frame, encodes it (libx264 through PyAV, standing in for the Pi's
     hardware encoder) and calls `output.outputframe(bytes, keyframe, timestamp_us)`, the
-    timestamp in microseconds since the first frame, from the sensor's."""
+    timestamp in microseconds since the first frame, from the sensor's.
+
+    As on the Pi, privacy zones are filled by a `pre_callback` (`capture.zones`), set when
+    encoding starts and run on each frame's YUV420 buffer (strided as picamera2's, rows padded
+    to `STRIDE_ALIGN` bytes) before the encoder sees it."""
 
     def __init__(self, camera: SimCamera):
         self._camera = camera
@@ -151,6 +160,7 @@ class SimEncodingCamera:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._failure: CaptureError | None = None
+        self.pre_callback: Callable[[SimRequest], None] | None = None  # picamera2's
 
     @property
     def is_open(self) -> bool:
@@ -166,6 +176,12 @@ class SimEncodingCamera:
         self._camera.probe()
 
     def start_encoding(self, output: PacketOutput, settings: CaptureSettings) -> None:
+        from capture.zones import ZoneMask, zones_pre_callback
+        # As `capture.pi.PiCamera` sets picamera2's, before the encoder starts.
+        size = (self._camera.width, self._camera.height)
+        self.pre_callback = (zones_pre_callback(ZoneMask.of(settings.zones, *size),
+                                                mapped_array=SimMappedArray)
+                             if settings.zones else None)
         self._stop.clear()
         self._failure = None
         self._thread = threading.Thread(target=self._encode, args=(output, settings),
@@ -195,6 +211,10 @@ class SimEncodingCamera:
                 continue  # as picamera2's: no frame, nothing encoded; the chain's read times out
             first_ns = frame.sensor_ns if first_ns is None else first_ns
             picture = frame.picture
+            if self.pre_callback is not None:  # as picamera2 runs it: before the encoder
+                request = SimRequest(picture)
+                self.pre_callback(request)
+                picture = request.picture()
             picture.pts = (frame.sensor_ns - first_ns) // 1000
             picture.time_base = VIDEO_TIME_BASE
             for packet in encoder.encode(picture):
@@ -203,12 +223,62 @@ class SimEncodingCamera:
             output.outputframe(bytes(packet), packet.is_keyframe, packet.pts)
 
 
-class SimMicrophone(_SimDevice):
-    """A microphone that hears a steady tone."""
+class SimRequest:
+    """One frame as picamera2's `CompletedRequest` holds it: the main stream's YUV420 buffer,
+    a (height * 3/2, stride) array of Y rows, then U and V rows packed two to an array row."""
 
-    def __init__(self, timeline: Timeline, faults: Faults, rate: int, realtime: bool = True):
-        super().__init__("microphone", timeline, faults, realtime)
+    def __init__(self, picture: av.VideoFrame):
+        import numpy as np
+        self.width, self.height = w, h = picture.width, picture.height
+        self.stride = stride = -(-w // STRIDE_ALIGN) * STRIDE_ALIGN
+        self.buffer = np.zeros((h * 3 // 2, stride), np.uint8)
+        for plane, view in zip(picture.planes, self._planes(), strict=True):
+            view[:] = np.frombuffer(memoryview(plane), np.uint8).reshape(
+                plane.height, plane.line_size)[:, :plane.width]
+
+    def picture(self) -> av.VideoFrame:
+        """The buffer as a yuv420p frame, for the encoder."""
+        import av
+        import numpy as np
+        frame = av.VideoFrame(self.width, self.height, "yuv420p")
+        for plane, view in zip(frame.planes, self._planes(), strict=True):
+            np.frombuffer(memoryview(plane), np.uint8).reshape(
+                plane.height, plane.line_size)[:, :plane.width] = view
+        return frame
+
+    def _planes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Y, U and V: views of the buffer."""
+        w, h = self.width, self.height
+        flat, s, cs, ch = self.buffer.reshape(-1), self.stride, self.stride // 2, h // 2
+        return (flat[:h * s].reshape(h, s)[:, :w],
+                flat[h * s:h * s + ch * cs].reshape(ch, cs)[:, :w // 2],
+                flat[h * s + ch * cs:h * s + 2 * ch * cs].reshape(ch, cs)[:, :w // 2])
+
+
+class SimMappedArray:
+    """picamera2's `MappedArray(request, "main")` for a `SimRequest`: `.array` is its buffer,
+    shared, writable."""
+
+    def __init__(self, request: SimRequest, stream: str):
+        assert stream == "main", "the simulator's camera has one stream"
+        self.array = request.buffer
+
+    def __enter__(self) -> SimMappedArray:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class SimMicrophone(_SimDevice):
+    """A microphone that hears a steady tone: the room's (`TONE_HZ`), or, named
+    "teacher_microphone", the teacher's own (`TEACHER_TONE_HZ`)."""
+
+    def __init__(self, timeline: Timeline, faults: Faults, rate: int, realtime: bool = True,
+                 name: str = "microphone", tone_hz: float = TONE_HZ):
+        super().__init__(name, timeline, faults, realtime)
         self.rate = rate
+        self.tone_hz = tone_hz
         self.samples = 0
         self.overflows = 0  # a tone never overflows
 
@@ -222,10 +292,43 @@ class SimMicrophone(_SimDevice):
         import numpy as np
         t = np.arange(start, start + samples) / self.rate
         self.samples += samples
-        return (TONE_LEVEL * np.sin(2 * np.pi * TONE_HZ * t)).astype(np.float32)
+        return (TONE_LEVEL * np.sin(2 * np.pi * self.tone_hz * t)).astype(np.float32)
 
     def _reset(self) -> None:
         self.samples = 0
+
+
+class TracedMicrophone:
+    """A real microphone (`capture.audio.SoundDeviceMicrophone`) whose open and close reach
+    the timeline as the simulated devices' do, naming the sound device it reads (`source`)."""
+
+    def __init__(self, inner: Microphone, timeline: Timeline, source: str):
+        self._inner = inner
+        self._timeline = timeline
+        self.name = inner.name
+        self.source = source
+        self.is_open = False
+
+    @property
+    def overflows(self) -> int:
+        return self._inner.overflows
+
+    def open(self) -> None:
+        self._timeline("device", device=self.name, phase="open", source=self.source)
+        self.is_open = True
+        try:
+            self._inner.open()
+        except CaptureError:
+            self._timeline("device", device=self.name, phase="failed", source=self.source)
+            raise
+
+    def read(self, samples: int, timeout: float) -> np.ndarray:
+        return self._inner.read(samples, timeout)
+
+    def close(self) -> None:
+        self._inner.close()
+        self.is_open = False
+        self._timeline("device", device=self.name, phase="close", source=self.source)
 
 
 def draw_frame(background: np.ndarray, n: int, fps: int) -> np.ndarray:

@@ -78,7 +78,7 @@ async def _command(cmd: dict, unit: Unit, parts: SimParts) -> dict[str, Any]:
         return {"ok": True}
     if name == "status":
         return {"ok": True, "state": unit.state.value, "fault": unit.fault,
-                "open": [d for d in ("camera", "microphone") if parts.devices[d].is_open],
+                "open": [d for d, device in parts.devices.items() if device.is_open],
                 "recording_led": bool(parts.recording_led_pin.state),
                 "light": parts.status_led.pattern.name.lower() if parts.status_led.pattern else None}
     return {"ok": False, "error": f"unknown command {name!r}"}

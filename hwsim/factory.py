@@ -11,7 +11,8 @@ import gpiozero
 from appliance.config import Config
 from appliance.hardware import Hardware
 from hwsim import control
-from hwsim.capture import SimCamera, SimEncodingCamera, SimMicrophone
+from hwsim.capture import (TEACHER_TONE_HZ, SimCamera, SimEncodingCamera, SimMicrophone,
+                           TracedMicrophone)
 from hwsim.faults import Faults
 from hwsim.gpio import SimPinFactory
 from hwsim.keypad import SimPad
@@ -28,7 +29,7 @@ class SimParts:
     faults: Faults
     pin_factory: SimPinFactory
     speaker: MemorySpeaker
-    devices: dict[str, SimCamera | SimEncodingCamera | SimMicrophone]
+    devices: dict[str, SimCamera | SimEncodingCamera | SimMicrophone | TracedMicrophone]
     status_led: StatusLed | None = None
     pad: SimPad | None = None
 
@@ -82,8 +83,25 @@ def make_sim_hardware(config: Config) -> SimHardware:
         close_timeout=c.stall_timeout_s)
     if sim.encoder == "picamera2":  # the Pi camera's path: the camera encodes
         camera = SimEncodingCamera(camera)
-    devices = {"camera": camera,
-               "microphone": SimMicrophone(timeline, faults, c.audio_rate, sim.realtime)}
+    microphones = {
+        "microphone": SimMicrophone(timeline, faults, c.audio_rate, sim.realtime),
+        "teacher_microphone": SimMicrophone(timeline, faults, c.audio_rate, sim.realtime,
+                                            name="teacher_microphone",
+                                            tone_hz=TEACHER_TONE_HZ)}
+    devices: dict[str, SimCamera | SimEncodingCamera | SimMicrophone | TracedMicrophone] = {
+        "camera": camera, **microphones}
+    # [audio] mode: the room's microphone, the teacher's, or none (video only).
+    a = config.audio
+    microphone: SimMicrophone | TracedMicrophone | None = (
+        None if a.microphone_in_use is None else microphones[a.microphone_name])
+    if sim.microphone == "sounddevice" and a.microphone_in_use is not None:
+        from capture import audio
+        audio.initialise()
+        # The configured device through PortAudio, as on a Pi (a PulseAudio source in tests).
+        microphone = TracedMicrophone(
+            audio.SoundDeviceMicrophone(c.audio_rate, a.microphone_in_use, a.microphone_name),
+            timeline, a.microphone_in_use)
+        devices[a.microphone_name] = microphone
     parts = SimParts(timeline, faults, factory, speaker, devices)
     parts.status_led = StatusLed(gpio.status_led_pins, pin_factory=factory)
     hw = SimHardware(
@@ -92,15 +110,18 @@ def make_sim_hardware(config: Config) -> SimHardware:
         recording_led=RecordingLed(gpio.recording_led_pin, pin_factory=factory),
         status_led=parts.status_led,
         speaker=speaker,
-        camera=devices["camera"],
-        microphone=devices["microphone"],
+        camera=camera,
+        microphone=microphone,
         trace=timeline,
         free_bytes=lambda path: 0 if "disk_full" in faults else shutil.disk_usage(path).free,
         parts=parts,
     )
-    if named and sim.speaker == "sounddevice":
-        a = config.audio
-        hw.check_audio = lambda: audio.check_devices(a.speaker, None, a.allow_hdmi)
+    real_speaker, real_microphone = sim.speaker == "sounddevice", sim.microphone == "sounddevice"
+    if named and (real_speaker or real_microphone):
+        from capture import audio
+        hw.check_audio = lambda: audio.check_devices(
+            a.speaker if real_speaker else None,
+            a.microphone_in_use if real_microphone else None, a.allow_hdmi)
     if sim.pad_keystore is not None:
         # The real pad service (pinpad), on a simulated keypad.
         parts.pad = SimPad(sim.pad_keystore, config.pad.socket, timeline, sim.security_keys)

@@ -26,7 +26,8 @@ class MemorySpeaker:
         if "speaker" in self._faults:
             self._timeline("notice", phase="failed", label=sound.label)
             raise NoticeUnavailable("speaker: simulated amplifier failure")
-        self._timeline("notice", phase="start", label=sound.label, seconds=sound.seconds)
+        self._timeline("notice", phase="start", label=sound.label, seconds=sound.seconds,
+                       text=sound.text)
         if self._inner is not None:
             completed = self._inner.play(sound, cancel)
         else:

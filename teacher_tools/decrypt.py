@@ -58,6 +58,7 @@ class Lesson:
     complete: bool
     ended_by: str
     recording_id: str
+    audio_mode: str | None = None  # the unit's [audio] mode, if the manifest says
 
 
 class KnownDevices:
@@ -115,12 +116,13 @@ def decrypt_recording(directory: Path, identity: pyrage.x25519.Identity, output:
         raise RecordingRefused(problems)
     if not entries:
         raise RecordingRefused(["the manifest lists no segments"])
-    frames = _join(directory, entries, identity, output, chapters(manifest.bookmarks, entries))
+    frames = _join(directory, entries, identity, output, chapters(manifest.bookmarks, entries),
+                   manifest.audio_mode)
     if first_seen and known is not None:
         known.remember(device_id, manifest.device_fingerprint)
     return Lesson(output, len(entries), frames, sum(e.duration for e in entries), device_id,
                   manifest.device_fingerprint, first_seen, manifest.body["complete"],
-                  manifest.body["ended_by"], manifest.body["recording_id"])
+                  manifest.body["ended_by"], manifest.body["recording_id"], manifest.audio_mode)
 
 
 def check_segments(directory: Path, entries: list[SegmentEntry]) -> list[str]:
@@ -211,9 +213,11 @@ def chapters(bookmarks: list[float], entries: list[SegmentEntry]) -> list[Chapte
 
 
 def _join(directory: Path, entries: list[SegmentEntry], identity: pyrage.x25519.Identity,
-          output: Path, marks: list[Chapter]) -> int:
+          output: Path, marks: list[Chapter], audio_mode: str | None = None) -> int:
     """Copy every segment's packets, in order, into one MP4 with `marks` as its chapters;
-    returns the video frames."""
+    returns the video frames. A video-only recording (`audio_mode` "none") has no audio
+    stream, and gives a lesson without one; every segment must have the streams the first
+    has."""
     tmp = output.with_name(f".{output.name}.partial")
     frames = 0
     try:
@@ -231,12 +235,21 @@ def _join(directory: Path, entries: list[SegmentEntry], identity: pyrage.x25519.
             for entry in entries:
                 plain = pyrage.decrypt((directory / entry.file).read_bytes(), [identity])
                 with av.open(io.BytesIO(plain), "r", format="mpegts") as segment:
-                    video, audio = segment.streams.video[0], segment.streams.audio[0]
+                    if not segment.streams.video:
+                        raise RecordingRefused([f"{entry.file} holds no video"])
+                    video = segment.streams.video[0]
+                    audio = segment.streams.audio[0] if segment.streams.audio else None
+                    if audio is not None and audio_mode == "none":
+                        raise RecordingRefused([f"{entry.file} holds sound, but the manifest "
+                                                "says the unit recorded video only"])
+                    kept = [s for s in (video, audio) if s is not None]
                     if streams is None:
-                        streams = {video.index: out.add_stream_from_template(video),
-                                   audio.index: out.add_stream_from_template(audio)}
+                        streams = {s.index: out.add_stream_from_template(s) for s in kept}
+                    elif set(streams) != {s.index for s in kept}:
+                        raise RecordingRefused([f"{entry.file} does not have the streams the "
+                                                "first segment has"])
                     in_segment, first_pts = 0, None
-                    for packet in segment.demux(video, audio):
+                    for packet in segment.demux(*kept):
                         if packet.dts is None:  # the demuxer's end-of-stream marker
                             continue
                         if packet.pts is None:  # a refusal with its reason, not a TypeError

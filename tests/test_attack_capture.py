@@ -415,8 +415,8 @@ def test_quota_stops_free_the_recorder_its_encoders_and_their_threads_without_th
     made: list[weakref.ref] = []
 
     class TrackedEncoders(pipeline.Encoders):
-        def __init__(self, settings):
-            super().__init__(settings)
+        def __init__(self, settings, **kwargs):
+            super().__init__(settings, **kwargs)
             made.append(weakref.ref(self))
 
     monkeypatch.setattr(pipeline, "Encoders", TrackedEncoders)
