@@ -40,7 +40,7 @@ setup(
         # FIDO2 security keys: the pad asks the teacher's key for an assertion (CTAP2 over USB
         # HID), the unit verifies it (fido2.cose); 2.0 is the API used here.
         "fido2>=2.0,<3",
-        "Pillow>=10",       # privacy zones' polygons, the notice sheet as PNG
+        "Pillow>=9.4",      # privacy zones' polygons, the notice sheet as PNG (9.4: Debian 12's)
         "reportlab>=4",     # the notice sheet as PDF
     ],
     extras_require={

@@ -73,6 +73,9 @@ APT_PROVIDED = {
     "systemd-python": ("python3-systemd", "235"),
     # PyPI has only an sdist, compiled against the kernel's input headers (the PIN pad's keypad).
     "evdev": ("python3-evdev", "1.6.1"),
+    # PyPI's wheel bundles its own libjpeg, libpng, freetype, zlib... (lintian: embedded-library);
+    # Debian's is built against the system's, which get its security updates.
+    "pillow": ("python3-pil", "9.4.0"),
 }
 
 # Requirements of the `pi` extra that only Raspberry Pi OS packages (debian/control recommends
