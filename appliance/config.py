@@ -69,6 +69,8 @@ class DeviceConfig(_Section):
 class RecordingConfig(_Section):
     max_minutes: float = Field(default=90, gt=0, le=24 * 60)
     arm_timeout_s: float = Field(default=60, gt=0, le=600)
+    # A paused recording not resumed within this long is finished (camera and mic stay closed).
+    max_pause_minutes: float = Field(default=30, gt=0, le=24 * 60)
 
 
 class CaptureConfig(_Section):
@@ -83,6 +85,10 @@ class CaptureConfig(_Section):
     min_free_mb: float = Field(default=200, gt=0)
     # A camera or microphone that delivers nothing for this long has failed.
     stall_timeout_s: float = Field(default=2.0, gt=0, le=60)
+PAUSED_NOTICE_EN = ("Recording is paused. The camera and microphone are off until the teacher "
+                    "resumes.")
+PAUSED_NOTICE_CY = ("Mae'r recordio wedi'i oedi. Mae'r camera a'r meicroffon i ffwrdd nes i'r "
+                    "athro ailddechrau.")
 
 
 class NoticeConfig(_Section):
@@ -95,9 +101,12 @@ class NoticeConfig(_Section):
     discard_cy: str = Field(default=DISCARD_NOTICE_CY, min_length=1)
     full_en: str = Field(default=FULL_NOTICE_EN, min_length=1)
     full_cy: str = Field(default=FULL_NOTICE_CY, min_length=1)
+    paused_en: str = Field(default=PAUSED_NOTICE_EN, min_length=1)
+    paused_cy: str = Field(default=PAUSED_NOTICE_CY, min_length=1)
     words_per_minute: int = Field(default=150, ge=80, le=400)
 
-    def texts(self, kind: Literal["start", "stop", "discard", "full"]) -> list[tuple[str, str]]:
+    def texts(self, kind: Literal["start", "stop", "discard", "full", "paused"]
+              ) -> list[tuple[str, str]]:
         """(language, text) pairs to speak for `kind`, in the configured order."""
         return [(lang, getattr(self, f"{kind}_{lang}")) for lang in self.languages]
 

@@ -53,14 +53,15 @@ class Notices:
     stop: Sound
     discard: Sound
     full: Sound  # why a recording cannot start: the spool is full
+    paused: Sound | None = None  # the recording is paused: camera and microphone are off
 
     @classmethod
     def synthesise(cls, config: NoticeConfig) -> Notices:
         return cls(*(synthesise(kind, config.texts(kind), config.words_per_minute)
-                     for kind in ("start", "stop", "discard", "full")))
+                     for kind in ("start", "stop", "discard", "full", "paused")))
 
 
-def synthesise(label: Literal["start", "stop", "discard", "full"], texts: list[tuple[str, str]],
+def synthesise(label: Literal["start", "stop", "discard", "full", "paused"], texts: list[tuple[str, str]],
                words_per_minute: int = 150) -> Sound:
     """Speak each (language, text) with espeak-ng, joined by a short pause."""
     espeak = shutil.which("espeak-ng")

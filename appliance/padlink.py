@@ -5,6 +5,8 @@ serial device.
                  {"type": "token", "token": JWT}  a start or discard token
                  {"type": "stop"}                 stop, no token needed (P8)
                  {"type": "mark"}                 bookmark this moment of the recording
+                 {"type": "pause"}                pause the recording (devices close); then
+                                                  "arm" arms a resume for the same teacher
     unit -> pad  {"type": "challenge", "device": ID, "nonce": N, "expires_in": 60}
                  {"type": "result", "ok": bool, "reason": str}
 
@@ -49,7 +51,8 @@ MAX_BACKLOG = 4 * MAX_LINE
 # A serial pad that is absent or failed is tried again after at most this long.
 REOPEN_MAX_S = 2.0
 OPEN_TIMEOUT_S = 5.0
-_MESSAGES = {"arm": {"type"}, "stop": {"type"}, "mark": {"type"}, "token": {"type", "token"}}
+_MESSAGES = {"arm": {"type"}, "stop": {"type"}, "mark": {"type"}, "pause": {"type"},
+             "token": {"type", "token"}}
 
 Send = Callable[[dict], None]
 
@@ -114,6 +117,9 @@ class PadLink:
         elif msg["type"] == "mark":
             marked = self._unit.mark()
             send({"type": "result", "ok": marked.ok, "reason": marked.reason})
+        elif msg["type"] == "pause":
+            paused = self._unit.pause()
+            send({"type": "result", "ok": paused.ok, "reason": paused.reason})
         else:
             result = await self._unit.present(msg["token"])
             send({"type": "result", "ok": result.ok, "reason": result.reason})

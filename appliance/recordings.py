@@ -27,16 +27,18 @@ log = logging.getLogger(__name__)
 
 def finish(recording: Recording, spool: Spool, device_id: str, device_key: Ed25519PrivateKey,
            ended_by: str, complete: bool = True, end: dict | None = None,
-           bookmarks: list[float] | tuple[float, ...] = ()) -> list[SegmentEntry]:
+           bookmarks: list[float] | tuple[float, ...] = (),
+           pauses: tuple[tuple[float, float], ...] = ()) -> list[SegmentEntry]:
     """Write the recording's manifest, listing every sealed segment and the teacher's
-    `bookmarks` (seconds from its start; they are kept nowhere else), and queue it for upload."""
+    `bookmarks` (seconds from its start; they are kept nowhere else) and `pauses`, and queue it
+    for upload."""
     end = end or {"monotonic": time.monotonic(), "wall": time.time()}
     start = recording.start or _first_sealed(recording)
     entries = write_manifest(recording.path, recording_id=recording.recording_id,
                              teacher_id=recording.teacher_id, device_id=device_id,
                              recipient=recording.recipient, start=start, end=end,
                              complete=complete, ended_by=ended_by, device_key=device_key,
-                             bookmarks=bookmarks)
+                             bookmarks=bookmarks, pauses=pauses)
     path = recording.path / MANIFEST_FILE
     spool.add(recording, MANIFEST_FILE, sha256_file(path))
     return entries

@@ -46,6 +46,7 @@ class Reason(enum.StrEnum):
     REPLAYED = "replayed"
     NOTHING_TO_DISCARD = "nothing to discard"
     ALREADY_UPLOADED = "already uploaded: delete it from your account"
+    PAUSED_BY_ANOTHER = "paused by another teacher"
 
 
 class TokenRejected(Exception):

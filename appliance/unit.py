@@ -1,10 +1,13 @@
-"""The unit's state machine: idle -> armed -> starting -> recording -> stopping -> idle.
+"""The unit's state machine: idle -> armed -> starting -> recording -> stopping -> idle, and
+recording -> paused -> starting -> recording (a pause closes camera and microphone; the same
+teacher's fresh token resumes into the same recording).
 
     unit = Unit(config, roster, spool, hw, notices)
     await unit.press()                  # the button, or the pad's record key: arms (or stops)
     result = await unit.present(jwt)    # a start token for the current challenge
     await unit.stop()                   # needs no token, works in every state (P8)
     result = unit.mark()                # the teacher bookmarks this moment of the recording
+    result = unit.pause()               # close the devices; press() then arms a resume
 
 Everything runs on one asyncio loop; slow hardware calls go to threads. One task owns a recording
 session from the LED going on to the LED going off, so the order LED -> notice -> devices ->
@@ -31,6 +34,7 @@ from appliance.roster import Roster
 from appliance.token import Challenges, Reason, StartToken, TokenRejected, TokenVerifier
 from capture.devices import CaptureError
 from capture.pipeline import Recorder
+from formats.manifest import SegmentEntry, sidecar_file
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from led_indicator.guard import CaptureGuard, StillOpen
 from led_indicator.lights import LedFault
@@ -57,6 +61,7 @@ class State(enum.StrEnum):
     ARMED = "armed"
     STARTING = "starting"
     RECORDING = "recording"
+    PAUSED = "paused"
     STOPPING = "stopping"
 
 
@@ -107,6 +112,14 @@ class Unit:
         # manifest is written, nowhere else (P9).
         self._bookmarks: list[float] = []
         self._stop_requested = asyncio.Event()
+        # Pause and resume: a pause request, the session's teacher (only they resume), whether a
+        # resume challenge is out, the resume token once accepted, and the pauses so far as
+        # (start, end) seconds on the lesson's clock, for the manifest only (P9).
+        self._pause_requested = asyncio.Event()
+        self._session_teacher: str | None = None
+        self._resume_armed = False
+        self._resumed = asyncio.Event()
+        self._pauses: list[tuple[float, float]] = []
         self._cancel_notice = threading.Event()
         self._upload = UploadStatus(spool.backlog(), None)
         if notices is None:
@@ -121,15 +134,20 @@ class Unit:
 
     @property
     def challenge(self) -> str | None:
-        """The current challenge while armed."""
-        return self._challenges.current if self.state is State.ARMED else None
+        """The current challenge while armed (or armed to resume a paused recording)."""
+        return self._challenges.current if self._armed() else None
+
+    def _armed(self) -> bool:
+        return self.state is State.ARMED or (self.state is State.PAUSED and self._resume_armed)
 
     async def press(self, source: str = "button") -> None:
         """A press of the record button (or the pad's record key): arm when idle, disarm when
-        armed, stop when starting or recording."""
+        armed, stop when starting or recording, arm a resume when paused."""
         self._hw.trace("press", source=source, state=self.state.value)
         if self.state is State.IDLE:
             self._arm()
+        elif self.state is State.PAUSED:
+            self._arm(resume=True)
         elif self.state is State.ARMED:
             self._disarm()
         elif self.state in (State.STARTING, State.RECORDING):
@@ -153,12 +171,23 @@ class Unit:
         """Check a token from the pad link; start (or discard) if it is good."""
         try:
             token = self._verifier.verify(raw)
-            self._challenges.consume(token.nonce, armed=self.state is State.ARMED)
+            if self.state is State.PAUSED and token.teacher_id != self._session_teacher:
+                # Checked before the challenge is used: the teacher who paused can still resume.
+                raise TokenRejected(Reason.PAUSED_BY_ANOTHER)
+            self._challenges.consume(token.nonce, armed=self._armed())
+            if self.state is State.PAUSED and token.action != "start":
+                raise TokenRejected(Reason.WRONG_ACTION, "a paused recording resumes on start")
         except TokenRejected as e:
             return self._refuse(e)
         self._cancel_arm_timer()
         self._hw.trace("token", ok=True, reason="", nonce=token.nonce, act=token.action,
                        teacher=token.teacher_id)
+        if self.state is State.PAUSED:
+            # No await before STARTING: the session resumes with the notice (P3).
+            self._resume_armed = False
+            self._set_state(State.STARTING)
+            self._resumed.set()
+            return Result(True, "recording")
         if token.action == "discard":
             return await self._discard(token)
         if self._notices is None:
@@ -188,6 +217,16 @@ class Unit:
         self._bookmarks.append(seconds)
         self._hw.trace("bookmark", seconds=seconds)
         return Result(True, "marked")
+
+    def pause(self) -> Result:
+        """Pause the recording (the pad's pause key): camera and microphone close, the recording
+        LED goes dark, the room hears so; the recording stays open for the same teacher to
+        resume with a fresh token. Refused when not recording."""
+        if self.state is not State.RECORDING:
+            return Result(False, "not recording")
+        self._hw.trace("pause_requested")
+        self._pause_requested.set()
+        return Result(True, "pausing")
 
     def report_fault(self, component: str, reason: str) -> None:
         """A part outside the recording chain (the pad link) failed: one journal line, and the
@@ -231,9 +270,13 @@ class Unit:
 
     async def _session(self, token: StartToken) -> None:
         opened = False    # a device was asked to open: the room is told when it stops
+        captured = False  # a recorder ran: the recording has something to finish
         recording = None
         recorder = None
         self._bookmarks = []
+        self._pauses = []
+        self._pause_requested.clear()
+        self._session_teacher = token.teacher_id
         try:
             self.fault = None
             await asyncio.to_thread(self._guard.light)
@@ -246,22 +289,56 @@ class Unit:
             recording = await asyncio.to_thread(self._spool.new_recording, token.teacher_id,
                                                 token.recipient)
             self._maker_of_newest = token.teacher_id
-            for device in (self._hw.camera, self._hw.microphone):
+            deadline = time.monotonic() + self.config.recording.max_minutes * 60
+            lesson_start = None  # the lesson's clock: from its first frame, pauses counted
+            frames, index = 0, 1
+            sealed_into = recording
+
+            def on_sealed(entry: SegmentEntry) -> None:
+                self._spool.add(sealed_into, entry.file, entry.sha256)
+
+            while True:
+                for device in (self._hw.camera, self._hw.microphone):
+                    if self._stop_requested.is_set():
+                        return
+                    opened = True
+                    await asyncio.to_thread(self._guard.open, device)
                 if self._stop_requested.is_set():
                     return
-                opened = True
-                await asyncio.to_thread(self._guard.open, device)
-            if self._stop_requested.is_set():
-                return
-            recorder = Recorder(self._hw.camera, self._hw.microphone, recording.path,
-                                token.recipient, capture_settings(self.config),
-                                free_bytes=lambda path: self.room(),
-                                on_sealed=lambda e: self._spool.add(recording, e.file, e.sha256))
-            recorder.start()
-            self._recorder = recorder
-            self._set_state(State.RECORDING)
-            self._hw.trace("recording", recording=recording.recording_id)
-            await self._record_until_stopped(recorder)
+                recorder = Recorder(self._hw.camera, self._hw.microphone, recording.path,
+                                    token.recipient, capture_settings(self.config),
+                                    free_bytes=lambda path: self.room(),
+                                    on_sealed=on_sealed,
+                                    first_frame=frames, first_index=index)
+                recorder.start()
+                captured = True
+                lesson_start = lesson_start or time.monotonic()
+                self._recorder = recorder
+                self._set_state(State.RECORDING)
+                self._hw.trace("recording", recording=recording.recording_id)
+                await self._record_until_stopped(recorder, deadline)
+                if not self._pause_requested.is_set() or self._stop_requested.is_set():
+                    break
+                # Pause: the devices close and the LED goes dark as at a stop; the segments
+                # sealed so far stay, and the next capture numbers and times on from them.
+                self._pause_requested.clear()
+                self._recorder = None
+                paused_at = time.monotonic() - lesson_start
+                paused, recorder = recorder, None  # closed here, not again at the end
+                await self._close_devices(paused)
+                if paused.error is not None or self._guard.open_devices:
+                    return
+                frames = paused.frames
+                index = await asyncio.to_thread(_next_index, recording.path)
+                resumed = await self._paused()
+                # A pause ended by a stop or its maximum length is listed too: to the end.
+                self._pauses.append((round(paused_at, 3),
+                                     round(time.monotonic() - lesson_start, 3)))
+                if not resumed:
+                    return
+                await asyncio.to_thread(self._guard.light)
+                if not await self._speak(self._notices.start, cancellable=True):
+                    return
         except LedFault as e:
             self._fail("led", str(e))
         except NoticeUnavailable as e:
@@ -272,11 +349,39 @@ class Unit:
             log.exception("recording failed")
             self._fail("internal", f"{type(e).__name__}: {e}")
         finally:
-            await self._end_session(recording, recorder, speak=opened)
+            await self._end_session(recording, recorder, speak=opened, captured=captured)
 
-    async def _record_until_stopped(self, recorder: Recorder) -> None:
-        deadline = time.monotonic() + self.config.recording.max_minutes * 60
-        while not self._stop_requested.is_set():
+    async def _paused(self) -> bool:
+        """Wait, paused, for the same teacher's resume token (True), a stop or the maximum
+        pause (False). The room hears that the recording is paused."""
+        self._resumed.clear()
+        self._resume_armed = False
+        self._set_state(State.PAUSED)
+        self._hw.trace("paused")
+        if self._notices is not None and self._notices.paused is not None:
+            try:
+                await self._speak(self._notices.paused, cancellable=True)
+            except NoticeUnavailable as e:
+                self._set_fault("speaker", str(e))
+        waits = [asyncio.ensure_future(self._stop_requested.wait()),
+                 asyncio.ensure_future(self._resumed.wait())]
+        try:
+            await asyncio.wait(waits, timeout=self.config.recording.max_pause_minutes * 60,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        if self._resumed.is_set() and not self._stop_requested.is_set():
+            return True
+        if self.state is State.PAUSED and self._resume_armed:
+            self._disarm_resume()
+        if not self._stop_requested.is_set():
+            self._hw.trace("stop_requested", why="maximum pause")
+            self._end_because("maximum pause")
+        return False
+
+    async def _record_until_stopped(self, recorder: Recorder, deadline: float) -> None:
+        while not (self._stop_requested.is_set() or self._pause_requested.is_set()):
             try:
                 await asyncio.wait_for(self._stop_requested.wait(), LED_CHECK_S)
             except TimeoutError:
@@ -289,10 +394,11 @@ class Unit:
             if time.monotonic() >= deadline:
                 self._hw.trace("stop_requested", why="maximum length")
                 self._end_because("maximum length")
+                self._pause_requested.clear()
                 return
 
     async def _end_session(self, recording: Recording | None, recorder: Recorder | None,
-                           speak: bool) -> None:
+                           speak: bool, captured: bool) -> None:
         """Close the devices, darken the LED, finish the recording, tell the room. Whatever
         fails on the way, the unit ends idle, with the reason on the status light and in the
         journal; the LED stays lit only while a device may still be open (P2)."""
@@ -301,7 +407,7 @@ class Unit:
         try:
             await self._close_devices(recorder)
             if recording is not None:
-                await self._close_recording(recording, captured=recorder is not None)
+                await self._close_recording(recording, captured=captured)
             if speak and self._notices is not None:
                 try:
                     await self._speak(self._notices.stop, cancellable=False)
@@ -312,6 +418,8 @@ class Unit:
             self._set_fault("internal", f"{type(e).__name__}: {e}")
         finally:
             self._session_task = None
+            self._session_teacher = None
+            self._resume_armed = False
             self._set_state(State.IDLE)
 
     async def _close_devices(self, recorder: Recorder | None) -> None:
@@ -343,7 +451,8 @@ class Unit:
                 return
             entries = await asyncio.to_thread(recordings.finish, recording, self._spool,
                                               self.config.device.id, self._device_key, ended_by,
-                                              bookmarks=tuple(self._bookmarks))
+                                              bookmarks=tuple(self._bookmarks),
+                                              pauses=tuple(self._pauses))
         except Exception as e:  # e.g. the disk is full (ENOSPC)
             # What was sealed stays queued for upload (P7); the next start finishes the
             # recording (`recover_interrupted` writes the manifest, or removes an empty one).
@@ -419,10 +528,13 @@ class Unit:
 
     # -- arming -----------------------------------------------------------------------------
 
-    def _arm(self) -> None:
+    def _arm(self, resume: bool = False) -> None:
         nonce = self._challenges.issue()
         ttl = self.config.recording.arm_timeout_s
-        self._set_state(State.ARMED)
+        if resume:
+            self._resume_armed = True
+        else:
+            self._set_state(State.ARMED)
         self._hw.trace("challenge", nonce=nonce)
         self._cancel_arm_timer()
         self._arm_timer = asyncio.get_running_loop().call_later(ttl, self._arm_expired, nonce)
@@ -433,6 +545,15 @@ class Unit:
         if self.state is State.ARMED and self._challenges.current in (None, nonce):
             self._hw.trace("arm_timeout")
             self._disarm()
+        elif self._armed() and self._challenges.current in (None, nonce):
+            self._hw.trace("arm_timeout")
+            self._disarm_resume()
+
+    def _disarm_resume(self) -> None:
+        """The resume challenge ends unused; the recording stays paused."""
+        self._cancel_arm_timer()
+        self._challenges.cancel()
+        self._resume_armed = False
 
     def _disarm(self) -> None:
         self._cancel_arm_timer()
@@ -465,6 +586,7 @@ class Unit:
         own = {State.ARMED: self.config.recording.arm_timeout_s,
                State.STARTING: self._notice_s,
                State.RECORDING: self.config.recording.max_minutes * 60,
+               State.PAUSED: self.config.recording.max_pause_minutes * 60,
                State.STOPPING: self._notice_s}[state]
         return own + STATE_GRACE_S
 
@@ -486,6 +608,15 @@ class Unit:
         else:
             pattern = Pattern.IDLE
         self._hw.status_led.show(pattern)
+
+
+def _next_index(directory) -> int:
+    """The index the next segment of the recording in `directory` takes: after every sealed
+    one (each has its entry beside it)."""
+    index = 1
+    while (directory / sidecar_file(index)).exists():
+        index += 1
+    return index
 
 
 def _why(e: Exception) -> str:

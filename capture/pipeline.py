@@ -108,11 +108,16 @@ class Recorder:
     def __init__(self, camera: Camera, microphone: Microphone, directory: Path, recipient: str,
                  settings: CaptureSettings,
                  free_bytes: Callable[[Path], int] = lambda p: shutil.disk_usage(p).free,
-                 on_sealed: Callable[[SegmentEntry], None] = lambda entry: None):
+                 on_sealed: Callable[[SegmentEntry], None] = lambda entry: None,
+                 first_frame: int = 0, first_index: int = 1):
+        """`first_frame` and `first_index` continue a paused recording: its frames are timed
+        on from there and its segments numbered on (both 0 and 1 for a new recording)."""
         self._camera = camera
         self._microphone = microphone
         self._settings = settings
-        self._segmenter = Segmenter(directory, recipient, settings, free_bytes, on_sealed)
+        self._segmenter = Segmenter(directory, recipient, settings, free_bytes, on_sealed,
+                                    first_index)
+        self._first_frame = first_frame
         self._stop = threading.Event()
         self._frames: queue.Queue = queue.Queue(QUEUE_FRAMES)
         self._encoder_done = threading.Event()
@@ -121,7 +126,7 @@ class Recorder:
         self._error_lock = threading.Lock()
         self._reading: str | None = None  # the device the reader waits for, named if it hangs
         self.error: CaptureError | None = None  # the first failure: its reason, not its frames
-        self.frames = 0
+        self.frames = first_frame
 
     def start(self) -> None:
         self._encoder.start()
@@ -203,7 +208,7 @@ class Recorder:
     def _encode(self) -> None:
         """Frames -> encoders -> segmenter -> sealed segments, until the end marker."""
         try:
-            encoders = Encoders(self._settings)
+            encoders = Encoders(self._settings, self._first_frame)
             while not isinstance(item := self._frames.get(), _End):
                 for packet, video in encoders.encode(*item):
                     self._segmenter.route(packet, video)
@@ -246,7 +251,7 @@ def samples_for_frame(s: CaptureSettings, n: int) -> int:
 class Encoders:
     """H.264 and AAC encoders for one recording, with continuous timestamps."""
 
-    def __init__(self, s: CaptureSettings):
+    def __init__(self, s: CaptureSettings, first_frame: int = 0):
         self._s = s
         self.video = av.CodecContext.create("libx264", "w")
         self.video.width, self.video.height = s.width, s.height
@@ -264,7 +269,9 @@ class Encoders:
         self.audio.time_base = Fraction(1, s.audio_rate)
         self.audio.open()
         self._fifo = av.AudioFifo()
-        self._samples_in = 0
+        self._samples_in = 0  # the FIFO times its frames from 0: packets are moved on after
+        # by the samples of the frames before `first_frame` (exact, as `samples_for_frame`).
+        self._audio_offset = first_frame * s.audio_rate // s.fps
 
     def encode(self, frame: av.VideoFrame, samples: np.ndarray) -> list[tuple[av.Packet, bool]]:
         """Encode a `picture()` and its samples; returns (packet, is_video) pairs."""
@@ -277,16 +284,32 @@ class Encoders:
         self._samples_in += samples.shape[-1]
         self._fifo.write(chunk)
         while (aac := self._fifo.read(self.audio.frame_size)) is not None:
-            packets.extend((p, False) for p in self.audio.encode(aac))
+            packets.extend((p, False) for p in self._moved(self.audio.encode(aac)))
         return packets
+
+    def _moved(self, packets: list[av.Packet]) -> list[av.Packet]:
+        """AAC packets timed on after the frames before `first_frame`. Resumed after a pause,
+        the encoder's priming packet (before its first sample) is dropped: it would overlap the
+        last packet before the pause, and timestamps must only grow across the recording."""
+        if not self._audio_offset:
+            return packets
+        kept = []
+        for packet in packets:
+            if packet.pts is not None and packet.dts is not None:  # else route() refuses it
+                if packet.dts < 0:
+                    continue
+                packet.pts += self._audio_offset
+                packet.dts += self._audio_offset
+            kept.append(packet)
+        return kept
 
     def flush(self) -> list[tuple[av.Packet, bool]]:
         """Everything the encoders still hold, the last short AAC frame included."""
         packets = [(p, True) for p in self.video.encode(None)]
         rest = self._fifo.read()
         if rest is not None:
-            packets.extend((p, False) for p in self.audio.encode(rest))
-        packets.extend((p, False) for p in self.audio.encode(None))
+            packets.extend((p, False) for p in self._moved(self.audio.encode(rest)))
+        packets.extend((p, False) for p in self._moved(self.audio.encode(None)))
         return packets
 
 
@@ -295,8 +318,10 @@ class Segmenter:
 
     def __init__(self, directory: Path, recipient: str, s: CaptureSettings,
                  free_bytes: Callable[[Path], int],
-                 on_sealed: Callable[[SegmentEntry], None] = lambda entry: None):
+                 on_sealed: Callable[[SegmentEntry], None] = lambda entry: None,
+                 first_index: int = 1):
         self._directory = directory
+        self._first_index = first_index
         self._recipient = recipient
         self._s = s
         self._free_bytes = free_bytes
@@ -349,7 +374,8 @@ class Segmenter:
         if free < self._s.min_free_mb * 1024 * 1024:  # the disk's free space or the quota's rest
             raise DiskFull(f"only {free // (1024 * 1024)} MB free; recording stopped with "
                            f"{len(self.sealed)} segment(s) sealed")
-        self._current = _Segment(self._directory, len(self.sealed) + 1, self._recipient,
+        self._current = _Segment(self._directory, self._first_index + len(self.sealed),
+                                 self._recipient,
                                  self._s, first_frame)
         for packet in self._waiting_audio:
             self._current.mux(packet, False)

@@ -20,12 +20,19 @@ and the body is:
      "start": {"monotonic": float, "wall": float}, "end": {"monotonic": float, "wall": float},
      "segments": [{"index": 1, "file": "seg-000001.ts.age", "sha256": hex of the ciphertext,
                    "duration": seconds, "first_pts": seconds, "last_pts": seconds}, ...],
-     "bookmarks": [seconds from the lesson's start, ...]}
+     "bookmarks": [seconds from the lesson's start, ...],
+     "pauses": [[start, end], ...]}
 
 `bookmarks` (optional: a manifest written before bookmarks existed has none) are the moments the
 teacher marked while recording (pad link `{"type": "mark"}`), in order. They are in this
 encrypted manifest and nowhere else: not in the journal, the spool's plaintext files or the
 upload journal (P9). `classcam decrypt` writes them as chapters into the lesson.
+
+`pauses` (optional, like `bookmarks`) are the times the teacher paused the recording (pad link
+`{"type": "pause"}`), as [start, end] in seconds from the lesson's start on the room's clock
+(so `end - start` is how long camera and microphone were closed), in order. The segments run on
+across a pause without a gap (numbering and timestamps continue), so `classcam decrypt` joins
+them into one lesson; the bookmarks are seconds of that joined lesson.
 
 `complete` is false when the unit restarted after a crash mid-recording; the segments sealed
 before the crash are all listed.
@@ -49,7 +56,7 @@ MANIFEST_FILE = "manifest.age"
 _ENVELOPE = {"classcam_manifest", "body", "device_key", "signature"}
 _BODY = {"recording_id", "teacher_id", "device_id", "complete", "ended_by", "start", "end",
          "segments"}
-_OPTIONAL = {"bookmarks"}
+_OPTIONAL = {"bookmarks", "pauses"}
 _SEGMENT = {"index", "file", "sha256", "duration", "first_pts", "last_pts"}
 
 
@@ -105,6 +112,11 @@ class Manifest:
         return [float(t) for t in self.body.get("bookmarks", [])]
 
     @property
+    def pauses(self) -> list[tuple[float, float]]:
+        """The pauses as (start, end), seconds from the lesson's start on the room's clock."""
+        return [(float(a), float(b)) for a, b in self.body.get("pauses", [])]
+
+    @property
     def device_fingerprint(self) -> str:
         return fingerprint(self.device_key)
 
@@ -151,6 +163,8 @@ def open_manifest(data: bytes, identity: pyrage.x25519.Identity) -> Manifest:
         raise ManifestRejected("manifest body is malformed")
     if "bookmarks" in body and not _bookmarks_ok(body["bookmarks"]):
         raise ManifestRejected("manifest bookmarks are malformed")
+    if "pauses" in body and not _pauses_ok(body["pauses"]):
+        raise ManifestRejected("manifest pauses are malformed")
     for i, s in enumerate(body["segments"], start=1):
         if not isinstance(s, dict) or set(s) != _SEGMENT or s["index"] != i \
                 or s["file"] != segment_file(i):
@@ -161,7 +175,9 @@ def open_manifest(data: bytes, identity: pyrage.x25519.Identity) -> Manifest:
 def write_manifest(directory: Path, *, recording_id: str, teacher_id: str, device_id: str,
                    recipient: str, start: dict, end: dict, complete: bool, ended_by: str,
                    device_key: Ed25519PrivateKey,
-                   bookmarks: list[float] | tuple[float, ...] = ()) -> list[SegmentEntry]:
+                   bookmarks: list[float] | tuple[float, ...] = (),
+                   pauses: list[tuple[float, float]] | tuple[tuple[float, float], ...] = ()
+                   ) -> list[SegmentEntry]:
     """Write `manifest.age` for the sealed segments in `directory`, from their entries (which
     stay after a segment has been uploaded and purged), in index order; returns the segments it
     lists. A segment's entry is written just before it is sealed, so after a crash the caller
@@ -174,7 +190,8 @@ def write_manifest(directory: Path, *, recording_id: str, teacher_id: str, devic
         entries.append(SegmentEntry(**json.loads(sidecar.read_bytes())))
     body = {"recording_id": recording_id, "teacher_id": teacher_id, "device_id": device_id,
             "complete": complete, "ended_by": ended_by, "start": start, "end": end,
-            "segments": [e.to_json() for e in entries], "bookmarks": sorted(bookmarks)}
+            "segments": [e.to_json() for e in entries], "bookmarks": sorted(bookmarks),
+            "pauses": [[a, b] for a, b in pauses]}
     atomic_write(directory / MANIFEST_FILE, seal(body, device_key, recipient), mode=0o600)
     return entries
 
@@ -186,6 +203,16 @@ def _bookmarks_ok(marks: object) -> bool:
     return isinstance(marks, list) and all(
         isinstance(t, int | float) and not isinstance(t, bool) and 0 <= t < 1e7 for t in marks) \
         and marks == sorted(marks)
+
+
+def _pauses_ok(pauses: object) -> bool:
+    if not isinstance(pauses, list) or not all(
+            isinstance(p, list) and len(p) == 2 and all(
+                isinstance(t, int | float) and not isinstance(t, bool) and 0 <= t < 1e7
+                for t in p) and p[0] <= p[1] for p in pauses):
+        return False
+    flat = [t for p in pauses for t in p]
+    return flat == sorted(flat)
 
 
 def _canonical(body: dict) -> str:
