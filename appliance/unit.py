@@ -8,6 +8,7 @@ teacher's fresh token resumes into the same recording).
     await unit.stop()                   # needs no token, works in every state (P8)
     result = unit.mark()                # the teacher bookmarks this moment of the recording
     result = unit.pause()               # close the devices; press() then arms a resume
+    result = unit.preview(deliver)      # IT: arm for one zoned frame, taken on a teacher's token
 
 Everything runs on one asyncio loop; slow hardware calls go to threads. One task owns a recording
 session from the LED going on to the LED going off, so the order LED -> notice -> devices ->
@@ -26,6 +27,7 @@ import time
 from dataclasses import dataclass
 from collections.abc import Callable
 
+import cv2
 from appliance.config import Config
 from appliance import recordings
 from appliance.hardware import Hardware, capture_settings
@@ -33,7 +35,8 @@ from appliance.notice import Notices, NoticeUnavailable, Sound
 from appliance.roster import Roster
 from appliance.token import Challenges, Reason, StartToken, TokenRejected, TokenVerifier
 from capture.devices import CaptureError
-from capture.pipeline import Recorder
+from capture.pipeline import CaptureSettings, Recorder, picture
+from capture.zones import fill_zones
 from formats.manifest import SegmentEntry, sidecar_file
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from led_indicator.guard import CaptureGuard, StillOpen
@@ -120,6 +123,8 @@ class Unit:
         self._resume_armed = False
         self._resumed = asyncio.Event()
         self._pauses: list[tuple[float, float]] = []
+        # `classcam zones preview`: while armed for it, where its one PNG (or why none) goes.
+        self._preview_to: Callable[[bytes | None, str], None] | None = None
         self._cancel_notice = threading.Event()
         self._upload = UploadStatus(spool.backlog(), None)
         if notices is None:
@@ -188,20 +193,28 @@ class Unit:
             self._set_state(State.STARTING)
             self._resumed.set()
             return Result(True, "recording")
+        preview, self._preview_to = self._preview_to, None
         if token.action == "discard":
+            if preview is not None:
+                preview(None, "a discard token takes no preview")
             return await self._discard(token)
         if self._notices is None:
             self._set_state(State.IDLE)
             self._set_fault("speaker", self._notices_error or "notice unavailable")
+            if preview is not None:
+                preview(None, "cannot speak the notice")
             return Result(False, "cannot speak the notice")
         # No await between accepting the token and STARTING: a press in between would be lost.
         room = self.room()  # cheap: one journal query and a statvfs
-        if room < START_ROOM_FACTOR * self.config.capture.min_free_mb * MB:
+        if preview is None and room < START_ROOM_FACTOR * self.config.capture.min_free_mb * MB:
             return await self._refuse_full(room)
         self._stop_requested.clear()
         self._cancel_notice.clear()
         self._ended_by = None
         self._set_state(State.STARTING)
+        if preview is not None:
+            self._session_task = asyncio.create_task(self._preview_session(preview))
+            return Result(True, "zones preview")
         self._session_task = asyncio.create_task(self._session(token))
         return Result(True, "recording")
 
@@ -217,6 +230,18 @@ class Unit:
         self._bookmarks.append(seconds)
         self._hw.trace("bookmark", seconds=seconds)
         return Result(True, "marked")
+
+    def preview(self, deliver: Callable[[bytes | None, str], None]) -> Result:
+        """Arm for a zones preview (IT's `classcam zones preview`): like a recording, it needs a
+        teacher's start token for the challenge, the LED and the notice come first (P1-P3);
+        then the camera alone opens for one frame, the privacy zones are filled in it, and
+        `deliver(png, "")` gets it as PNG bytes, or `deliver(None, reason)` why not. Nothing
+        of it is written on the unit. Refused unless idle."""
+        if self.state is not State.IDLE:
+            return Result(False, f"busy: {self.state.value}")
+        self._arm()
+        self._preview_to = deliver
+        return Result(True, "armed for a zones preview: a teacher presents a token at the pad")
 
     def pause(self) -> Result:
         """Pause the recording (the pad's pause key): camera and microphone close, the recording
@@ -350,6 +375,51 @@ class Unit:
             self._fail("internal", f"{type(e).__name__}: {e}")
         finally:
             await self._end_session(recording, recorder, speak=opened, captured=captured)
+
+    async def _preview_session(self, deliver: Callable[[bytes | None, str], None]) -> None:
+        """One frame with the zones filled, as PNG bytes to `deliver`; the LED, the notice and
+        the guard as for a recording, the camera alone."""
+        png: bytes | None = None
+        why = "stopped"
+        opened = False
+        try:
+            self.fault = None
+            await asyncio.to_thread(self._guard.light)
+            assert self._notices is not None, "present() starts no session without notices"
+            if not await self._speak(self._notices.start, cancellable=True):
+                return
+            if self._stop_requested.is_set():
+                return
+            opened = True
+            await asyncio.to_thread(self._guard.open, self._hw.camera)
+            self._set_state(State.RECORDING)
+            settings = capture_settings(self.config)
+            png = await asyncio.to_thread(_zoned_png, self._hw.camera, settings)
+            self._hw.trace("zones_preview", bytes=len(png))
+        except LedFault as e:
+            why = f"led: {e}"
+            self._fail("led", str(e))
+        except NoticeUnavailable as e:
+            why = f"speaker: {e}"
+            self._fail("speaker", str(e))
+        except CaptureError as e:
+            why = f"capture: {e}"
+            self._fail("capture", str(e))
+        except Exception as e:
+            log.exception("zones preview failed")
+            why = f"internal: {type(e).__name__}: {e}"
+            self._fail("internal", why)
+        finally:
+            self._set_state(State.STOPPING)
+            await self._close_devices(None)
+            if opened and self._notices is not None:
+                try:
+                    await self._speak(self._notices.stop, cancellable=False)
+                except NoticeUnavailable as e:
+                    self._set_fault("speaker", str(e))
+            self._session_task = None
+            self._set_state(State.IDLE)
+            deliver(png, "" if png is not None else why)
 
     async def _paused(self) -> bool:
         """Wait, paused, for the same teacher's resume token (True), a stop or the maximum
@@ -556,6 +626,9 @@ class Unit:
         self._resume_armed = False
 
     def _disarm(self) -> None:
+        if self._preview_to is not None:
+            self._preview_to(None, "no token came: the preview is cancelled")
+            self._preview_to = None
         self._cancel_arm_timer()
         self._challenges.cancel()
         self._set_state(State.IDLE)
@@ -608,6 +681,16 @@ class Unit:
         else:
             pattern = Pattern.IDLE
         self._hw.status_led.show(pattern)
+
+
+def _zoned_png(camera, settings: CaptureSettings) -> bytes:
+    """The camera's next frame with the privacy zones filled as in a recording, as PNG."""
+    frame = picture(camera.read(settings.stall_timeout_s), 0)
+    fill_zones(frame, settings.zones)
+    ok, png = cv2.imencode(".png", frame.to_ndarray(format="bgr24"))
+    if not ok:
+        raise CaptureError("the frame could not be made a PNG")
+    return png.tobytes()
 
 
 def _next_index(directory) -> int:
