@@ -190,6 +190,8 @@ class GpioConfig(_Section):
     recording_led_pin: str = "GPIO27"
     status_led_pins: list[str] = Field(default=["GPIO5", "GPIO6", "GPIO13"], min_length=3, max_length=3)
     button_bounce_s: float = Field(default=0.05, ge=0, le=1)
+    # The record button held this long while recording pauses (a shorter press acts on release).
+    long_press_s: float = Field(default=1.5, ge=0.3, le=10)
 
 
 class ClockConfig(_Section):

@@ -243,6 +243,13 @@ class Unit:
         self._preview_to = deliver
         return Result(True, "armed for a zones preview: a teacher presents a token at the pad")
 
+    async def long_press(self) -> None:
+        """The record button held down: pauses while recording, otherwise a press."""
+        if self.state is State.RECORDING:
+            self.pause()
+        else:
+            await self.press()
+
     def pause(self) -> Result:
         """Pause the recording (the pad's pause key): camera and microphone close, the recording
         LED goes dark, the room hears so; the recording stays open for the same teacher to

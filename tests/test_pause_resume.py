@@ -223,3 +223,24 @@ def test_a_pause_longer_than_the_maximum_finishes_the_recording(lab_template, sh
     manifest = open_manifest((rec / MANIFEST_FILE).read_bytes(), identity(lab))
     assert manifest.body["ended_by"] == "maximum pause" and len(manifest.pauses) == 1
     assert manifest.pauses[0][1] - manifest.pauses[0][0] >= 0.6
+
+
+def test_the_record_button_held_down_pauses_and_a_press_arms_the_resume(lab_template, short_dir):
+    lab = lab_template.copy(short_dir, gpio={"long_press_s": 0.5})
+    with lab.daemon() as unit:
+        _start(unit)
+        unit.control("hold", seconds=1.0)
+        unit.wait_state("paused")
+        assert unit.control("status")["open"] == []
+        time.sleep(0.3)
+        # The release of a long press does nothing more: no press, so no resume challenge.
+        assert [e["ev"] for e in lab.timeline() if e["ev"] in ("press", "challenge")] == [
+            "press", "challenge"]
+        unit.control("press")  # a short press while paused: a fresh challenge for the resume
+        assert unit.control("pin", teacher="t-evans", pin="4321")["result"]["ok"]
+        unit.wait_state("recording")
+        unit.control("press")  # and a short press while recording still stops (P8)
+        unit.wait_state("idle")
+    events = lab.timeline()
+    assert check_all(events) == []
+    assert len(device_intervals(events)) == 4 and len(led_intervals(events)) == 2
