@@ -176,14 +176,25 @@ class Unit:
         """Check a token from the pad link; start (or discard) if it is good."""
         try:
             token = self._verifier.verify(raw)
-            if self.state is State.PAUSED and token.teacher_id != self._session_teacher:
-                # Checked before the challenge is used: the teacher who paused can still resume.
-                raise TokenRejected(Reason.PAUSED_BY_ANOTHER)
+            self._check_resumer(token)
             self._challenges.consume(token.nonce, armed=self._armed())
-            if self.state is State.PAUSED and token.action != "start":
-                raise TokenRejected(Reason.WRONG_ACTION, "a paused recording resumes on start")
         except TokenRejected as e:
             return self._refuse(e)
+        return await self._accepted(token)
+
+    def _check_resumer(self, token: StartToken) -> None:
+        """While paused, only the teacher who started the recording resumes it, with a start
+        token. Checked before the challenge is used, so that the teacher can still resume.
+        (Every way a token is presented calls this before using the challenge.)"""
+        if self.state is not State.PAUSED:
+            return
+        if token.teacher_id != self._session_teacher:
+            raise TokenRejected(Reason.PAUSED_BY_ANOTHER)
+        if token.action != "start":
+            raise TokenRejected(Reason.WRONG_ACTION, "a paused recording resumes on start")
+
+    async def _accepted(self, token: StartToken) -> Result:
+        """Resume, preview, start or discard for a token that passed every check."""
         self._cancel_arm_timer()
         self._hw.trace("token", ok=True, reason="", nonce=token.nonce, act=token.action,
                        teacher=token.teacher_id)
