@@ -208,7 +208,8 @@ class Recorder:
     def _encode(self) -> None:
         """Frames -> encoders -> segmenter -> sealed segments, until the end marker."""
         try:
-            encoders = Encoders(self._settings, self._first_frame)
+            encoders = Encoders(self._settings)
+            encoders.start_at(self._first_frame)
             while not isinstance(item := self._frames.get(), _End):
                 for packet, video in encoders.encode(*item):
                     self._segmenter.route(packet, video)
@@ -251,7 +252,7 @@ def samples_for_frame(s: CaptureSettings, n: int) -> int:
 class Encoders:
     """H.264 and AAC encoders for one recording, with continuous timestamps."""
 
-    def __init__(self, s: CaptureSettings, first_frame: int = 0):
+    def __init__(self, s: CaptureSettings):
         self._s = s
         self.video = av.CodecContext.create("libx264", "w")
         self.video.width, self.video.height = s.width, s.height
@@ -269,9 +270,13 @@ class Encoders:
         self.audio.time_base = Fraction(1, s.audio_rate)
         self.audio.open()
         self._fifo = av.AudioFifo()
-        self._samples_in = 0  # the FIFO times its frames from 0: packets are moved on after
-        # by the samples of the frames before `first_frame` (exact, as `samples_for_frame`).
-        self._audio_offset = first_frame * s.audio_rate // s.fps
+        self._samples_in = 0  # the FIFO times its frames from 0: see `start_at`
+        self._audio_offset = 0
+
+    def start_at(self, first_frame: int) -> None:
+        """Continue a paused recording from video frame `first_frame`: AAC packets are moved on
+        by the samples of the frames before it (exact, as `samples_for_frame`)."""
+        self._audio_offset = first_frame * self._s.audio_rate // self._s.fps
 
     def encode(self, frame: av.VideoFrame, samples: np.ndarray) -> list[tuple[av.Packet, bool]]:
         """Encode a `picture()` and its samples; returns (packet, is_video) pairs."""
