@@ -3,6 +3,7 @@ through the entry-point group `classcam.commands`:
 
 On the unit (IT):      classcam run | check-config | doctor | roster add|list|remove | led-off
                        classcam notice-sheet   (the door notice and the data-protection fact sheet)
+                       classcam zones preview --out zones.png   (one zoned frame, on a token)
 On IT's computer:      classcam fleet
 On the unit (teacher): classcam keys device   (the fingerprint manifests are checked against)
 For pads and tests:    classcam token mint
@@ -96,6 +97,13 @@ def add_commands(sub: Commands) -> None:
     sheet.add_argument("-o", "--output", type=Path, default=Path("."),
                        help="the folder for room-notice.FORMAT and fact-sheet.FORMAT (default .)")
     sheet.set_defaults(func=_notice_sheet)
+
+    zsub = sub.group("zones")
+    zp = zsub.add_parser("preview", help="one frame with the privacy zones filled, as a PNG "
+                                         "here; a teacher presents a token at the pad first")
+    _config_arg(zp)
+    zp.add_argument("--out", type=Path, required=True, help="the PNG to write (mode 0600)")
+    zp.set_defaults(func=_zones_preview)
 
     led = sub.command("led-off", help="force the recording LED off (systemd ExecStopPost)")
     _config_arg(led)
@@ -244,6 +252,45 @@ def _notice_sheet(args) -> int:
         raise UsageError(str(e)) from None
     for path in paths:
         print(path)
+    return 0
+
+
+def _zones_preview(args) -> int:
+    """Ask the running daemon, over the pad link's socket, for one zoned frame; write it."""
+    import base64
+    import json
+    import socket
+    from formats.durable import atomic_write
+    config = _config(args)
+    # The arm timeout for the teacher's token, then the notice and one frame, then the stop.
+    wait_s = config.recording.arm_timeout_s + 180
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(wait_s)
+            sock.connect(str(config.pad.socket))
+            link = sock.makefile("rwb")
+            link.write(b'{"type":"preview"}\n')
+            link.flush()
+            while line := link.readline():
+                msg = json.loads(line)
+                if msg.get("type") == "result" and not msg.get("ok"):
+                    raise UsageError(f"the unit refused: {msg.get('reason')}")
+                if msg.get("type") == "result":
+                    print("armed: a teacher presents their token at the pad", file=sys.stderr)
+                if msg.get("type") == "preview":
+                    break
+            else:
+                raise UsageError("the unit closed the link before the preview")
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot get a preview from the daemon at {config.pad.socket}: "
+                         f"{e}") from None
+    if not msg["ok"]:
+        raise UsageError(f"no preview: {msg['reason']}")
+    try:
+        atomic_write(args.out, base64.b64decode(msg["png"]), mode=0o600)
+    except OSError as e:
+        raise UsageError(f"cannot write {args.out}: {e}") from None
+    print(args.out)
     return 0
 
 

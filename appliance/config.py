@@ -79,6 +79,8 @@ class DeviceConfig(_Section):
 class RecordingConfig(_Section):
     max_minutes: float = Field(default=90, gt=0, le=24 * 60)
     arm_timeout_s: float = Field(default=60, gt=0, le=600)
+    # A paused recording not resumed within this long is finished (camera and mic stay closed).
+    max_pause_minutes: float = Field(default=30, gt=0, le=24 * 60)
 
 
 class CaptureConfig(_Section):
@@ -96,6 +98,10 @@ class CaptureConfig(_Section):
     min_free_mb: float = Field(default=200, gt=0)
     # A camera or microphone that delivers nothing for this long has failed.
     stall_timeout_s: float = Field(default=2.0, gt=0, le=60)
+PAUSED_NOTICE_EN = ("Recording is paused. The camera and microphone are off until the teacher "
+                    "resumes.")
+PAUSED_NOTICE_CY = ("Mae'r recordio wedi'i oedi. Mae'r camera a'r meicroffon i ffwrdd nes i'r "
+                    "athro ailddechrau.")
 
 
 class CameraConfig(_Section):
@@ -122,9 +128,11 @@ class NoticeConfig(_Section):
     discard_cy: str = Field(default=DISCARD_NOTICE_CY, min_length=1)
     full_en: str = Field(default=FULL_NOTICE_EN, min_length=1)
     full_cy: str = Field(default=FULL_NOTICE_CY, min_length=1)
+    paused_en: str = Field(default=PAUSED_NOTICE_EN, min_length=1)
+    paused_cy: str = Field(default=PAUSED_NOTICE_CY, min_length=1)
     words_per_minute: int = Field(default=150, ge=80, le=400)
 
-    def texts(self, kind: Literal["start", "start_video_only", "stop", "discard", "full"]
+    def texts(self, kind: Literal["start", "start_video_only", "stop", "discard", "full", "paused"]
               ) -> list[tuple[str, str]]:
         """(language, text) pairs to speak for `kind`, in the configured order."""
         return [(lang, getattr(self, f"{kind}_{lang}")) for lang in self.languages]
@@ -256,6 +264,8 @@ class GpioConfig(_Section):
     recording_led_pin: str = DEFAULT_LED_PIN
     status_led_pins: list[str] = Field(default=["GPIO5", "GPIO6", "GPIO13"], min_length=3, max_length=3)
     button_bounce_s: float = Field(default=0.05, ge=0, le=1)
+    # The record button held this long while recording pauses (a shorter press acts on release).
+    long_press_s: float = Field(default=1.5, ge=0.3, le=10)
 
 
 class ClockConfig(_Section):

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import resource
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -145,7 +146,22 @@ async def serve(config: Config, hw: Hardware, client: UploadClient | None = None
     serial_pad = None
     if config.pad.serial is not None:  # absent or failing, it is a fault, not a reason to stop
         serial_pad = asyncio.create_task(SerialPad(link, config.pad).run())
-    hw.button.when_pressed = lambda: asyncio.run_coroutine_threadsafe(unit.press("button"), loop)
+    # A press acts on release, so that a long one can mean something else: held for
+    # `gpio.long_press_s` while recording, the button pauses (`Unit.long_press`).
+    long_press = threading.Event()
+
+    def button_held() -> None:
+        long_press.set()
+        asyncio.run_coroutine_threadsafe(unit.long_press(), loop)
+
+    def button_released() -> None:
+        if not long_press.is_set():
+            asyncio.run_coroutine_threadsafe(unit.press("button"), loop)
+
+    hw.button.hold_time = config.gpio.long_press_s
+    hw.button.when_pressed = long_press.clear
+    hw.button.when_held = button_held
+    hw.button.when_released = button_released
     services: list[asyncio.Future[None]] = [asyncio.ensure_future(start(unit))
                                              for start in hw.tasks]
 
@@ -179,7 +195,7 @@ async def serve(config: Config, hw: Hardware, client: UploadClient | None = None
         supervisor.stopping()
         await unit.shutdown()
     finally:
-        hw.button.when_pressed = None
+        hw.button.when_pressed = hw.button.when_held = hw.button.when_released = None
         for task in (*services, watchdog, health_task):
             task.cancel()
         await asyncio.gather(health_task, return_exceptions=True)

@@ -54,6 +54,7 @@ class Notices:
     stop: Sound
     discard: Sound
     full: Sound  # why a recording cannot start: the spool is full
+    paused: Sound | None = None  # the recording is paused: camera and microphone are off
 
     @classmethod
     def synthesise(cls, config: NoticeConfig, video_only: bool = False) -> Notices:
@@ -62,10 +63,10 @@ class Notices:
         start = config.texts("start_video_only" if video_only else "start")
         return cls(synthesise("start", start, config.words_per_minute),
                    *(synthesise(kind, config.texts(kind), config.words_per_minute)
-                     for kind in ("stop", "discard", "full")))
+                     for kind in ("stop", "discard", "full", "paused")))
 
 
-def synthesise(label: Literal["start", "stop", "discard", "full"], texts: list[tuple[str, str]],
+def synthesise(label: Literal["start", "stop", "discard", "full", "paused"], texts: list[tuple[str, str]],
                words_per_minute: int = 150) -> Sound:
     """Speak each (language, text) with espeak-ng, joined by a short pause."""
     espeak = shutil.which("espeak-ng")

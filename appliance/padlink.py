@@ -7,8 +7,14 @@ serial device.
                                                   one from a security key (formats/assertion.py)
                  {"type": "stop"}                 stop, no token needed (P8)
                  {"type": "mark"}                 bookmark this moment of the recording
+                 {"type": "pause"}                pause the recording (devices close); then
+                                                  "arm" arms a resume for the same teacher
+                 {"type": "preview"}              IT's `classcam zones preview`: arm for one
+                                                  zoned frame, taken on a teacher's token
     unit -> pad  {"type": "challenge", "device": ID, "nonce": N, "expires_in": 60}
                  {"type": "result", "ok": bool, "reason": str}
+                 {"type": "preview", "ok": bool, "png": BASE64, "reason": str}
+                                                  to the connection that asked, only
 
 Nothing else is understood: a line that is not one of these, or longer than `MAX_LINE` bytes, is
 answered with `ok: false` and changes nothing. There is no message that starts capture without a
@@ -25,6 +31,7 @@ opens again; the unit keeps trying.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import grp
 import json
@@ -52,8 +59,8 @@ MAX_BACKLOG = 4 * MAX_LINE
 # A serial pad that is absent or failed is tried again after at most this long.
 REOPEN_MAX_S = 2.0
 OPEN_TIMEOUT_S = 5.0
-_MESSAGES = {"arm": {"type"}, "stop": {"type"}, "mark": {"type"}, "token": {"type", "token"},
-             "assertion": {"type", "assertion"}}
+_MESSAGES = {"arm": {"type"}, "stop": {"type"}, "mark": {"type"}, "pause": {"type"},
+             "preview": {"type"}, "token": {"type", "token"}, "assertion": {"type", "assertion"}}
 
 Send = Callable[[dict], None]
 
@@ -126,6 +133,15 @@ class PadLink:
         elif msg["type"] == "mark":
             marked = self._unit.mark()
             send({"type": "result", "ok": marked.ok, "reason": marked.reason})
+        elif msg["type"] == "preview":
+            def deliver(png: bytes | None, reason: str) -> None:
+                send({"type": "preview", "ok": png is not None, "reason": reason,
+                      "png": base64.b64encode(png or b"").decode()})
+            armed = self._unit.preview(deliver)
+            send({"type": "result", "ok": armed.ok, "reason": armed.reason})
+        elif msg["type"] == "pause":
+            paused = self._unit.pause()
+            send({"type": "result", "ok": paused.ok, "reason": paused.reason})
         else:
             result = await self._unit.present(msg["token"])
             send({"type": "result", "ok": result.ok, "reason": result.reason})

@@ -29,10 +29,11 @@ def finish(recording: Recording, spool: Spool, device_id: str, device_key: Ed255
            ended_by: str, complete: bool = True, end: dict | None = None,
            audio_overflows: int = 0,
            bookmarks: list[float] | tuple[float, ...] = (),
-           audio_mode: str | None = None) -> list[SegmentEntry]:
+           audio_mode: str | None = None,
+           pauses: tuple[tuple[float, float], ...] = ()) -> list[SegmentEntry]:
     """Write the recording's manifest, listing every sealed segment, how often the microphone
     lost samples, the teacher's `bookmarks` (seconds from its start; they are kept nowhere
-    else) and the `[audio] mode` it was recorded in, and queue it for upload."""
+    else), the `[audio] mode` it was recorded in and its `pauses`, and queue it for upload."""
     end = end or {"monotonic": time.monotonic(), "wall": time.time()}
     start = recording.start or _first_sealed(recording)
     entries = write_manifest(recording.path, recording_id=recording.recording_id,
@@ -40,7 +41,7 @@ def finish(recording: Recording, spool: Spool, device_id: str, device_key: Ed255
                              recipient=recording.recipient, start=start, end=end,
                              complete=complete, ended_by=ended_by, device_key=device_key,
                              audio_overflows=audio_overflows, bookmarks=bookmarks,
-                             audio_mode=audio_mode)
+                             audio_mode=audio_mode, pauses=pauses)
     path = recording.path / MANIFEST_FILE
     spool.add(recording, MANIFEST_FILE, sha256_file(path))
     return entries

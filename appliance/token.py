@@ -52,6 +52,7 @@ class Reason(enum.StrEnum):
     NO_USER_PRESENCE = "user presence missing"
     NO_USER_VERIFICATION = "PIN not verified by the key"
     COUNTER_NOT_INCREASING = "signature counter did not increase"
+    PAUSED_BY_ANOTHER = "paused by another teacher"
 
 
 class TokenRejected(Exception):

@@ -1,4 +1,6 @@
-"""The unit's state machine: idle -> armed -> starting -> recording -> stopping -> idle.
+"""The unit's state machine: idle -> armed -> starting -> recording -> stopping -> idle, and
+recording -> paused -> starting -> recording (a pause closes camera and microphone; the same
+teacher's fresh token resumes into the same recording).
 
     unit = Unit(config, roster, spool, hw, notices)
     await unit.press()                  # the button, or the pad's record key: arms (or stops)
@@ -6,6 +8,8 @@
     result = await unit.present_assertion(msg["assertion"])   # or a security key's
     await unit.stop()                   # needs no token, works in every state (P8)
     result = unit.mark()                # the teacher bookmarks this moment of the recording
+    result = unit.pause()               # close the devices; press() then arms a resume
+    result = unit.preview(deliver)      # IT: arm for one zoned frame, taken on a teacher's token
 
 Everything runs on one asyncio loop; slow hardware calls go to threads. One task owns a recording
 session from the LED going on to the LED going off, so the order LED -> notice -> devices ->
@@ -32,7 +36,8 @@ from appliance.roster import Roster
 from appliance.assertion import COUNTERS_FILE, AssertionVerifier, SignCounters
 from appliance.token import Challenges, Reason, StartToken, TokenRejected, TokenVerifier
 from capture.devices import CaptureError
-from capture.pipeline import Recorder
+from capture.pipeline import Camera, CaptureSettings, EncodingCamera, Recorder
+from formats.manifest import SegmentEntry, sidecar_file
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from led_indicator.guard import CaptureGuard, StillOpen
 from led_indicator.lights import LedFault
@@ -59,6 +64,7 @@ class State(enum.StrEnum):
     ARMED = "armed"
     STARTING = "starting"
     RECORDING = "recording"
+    PAUSED = "paused"
     STOPPING = "stopping"
 
 
@@ -113,6 +119,16 @@ class Unit:
         # manifest is written, nowhere else (P9).
         self._bookmarks: list[float] = []
         self._stop_requested = asyncio.Event()
+        # Pause and resume: a pause request, the session's teacher (only they resume), whether a
+        # resume challenge is out, the resume token once accepted, and the pauses so far as
+        # (start, end) seconds on the lesson's clock, for the manifest only (P9).
+        self._pause_requested = asyncio.Event()
+        self._session_teacher: str | None = None
+        self._resume_armed = False
+        self._resumed = asyncio.Event()
+        self._pauses: list[tuple[float, float]] = []
+        # `classcam zones preview`: while armed for it, where its one PNG (or why none) goes.
+        self._preview_to: Callable[[bytes | None, str], None] | None = None
         self._cancel_notice = threading.Event()
         self._upload = UploadStatus(spool.backlog(), None)
         # What must hold before the unit arms, by the component a failure is a fault of: the
@@ -132,18 +148,23 @@ class Unit:
 
     @property
     def challenge(self) -> str | None:
-        """The current challenge while armed."""
-        return self._challenges.current if self.state is State.ARMED else None
+        """The current challenge while armed (or armed to resume a paused recording)."""
+        return self._challenges.current if self._armed() else None
+
+    def _armed(self) -> bool:
+        return self.state is State.ARMED or (self.state is State.PAUSED and self._resume_armed)
 
     async def press(self, source: str = "button") -> None:
         """A press of the record button (or the pad's record key): arm when idle, disarm when
-        armed, stop when starting or recording."""
+        armed, stop when starting or recording, arm a resume when paused."""
         self._hw.trace("press", source=source, state=self.state.value)
         if self.state is State.IDLE:
             if self._checking:
                 return  # a press while the devices are checked is the same press
             if await self.ready() and self.state is State.IDLE:
                 self._arm()
+        elif self.state is State.PAUSED:
+            self._arm(resume=True)
         elif self.state is State.ARMED:
             self._disarm()
         elif self.state in (State.STARTING, State.RECORDING):
@@ -167,7 +188,8 @@ class Unit:
         """Check a token from the pad link; start (or discard) if it is good."""
         try:
             token = self._verifier.verify(raw)
-            self._challenges.consume(token.nonce, armed=self.state is State.ARMED)
+            self._check_resumer(token)
+            self._challenges.consume(token.nonce, armed=self._armed())
         except TokenRejected as e:
             return self._refuse(e)
         return await self._accepted(token)
@@ -177,7 +199,8 @@ class Unit:
         message, appliance/assertion.py); start (or discard) if it is good."""
         try:
             token, use = self._assertions.verify(assertion)
-            self._challenges.check(token.nonce, armed=self.state is State.ARMED)
+            self._check_resumer(token)
+            self._challenges.check(token.nonce, armed=self._armed())
             self._counters.check(use)
         except TokenRejected as e:
             return self._refuse(e)
@@ -189,30 +212,55 @@ class Unit:
             return self._refuse(TokenRejected(Reason.COUNTER_NOT_INCREASING,
                                               f"cannot keep the counter: {e}"))
         try:
-            self._challenges.consume(token.nonce, armed=self.state is State.ARMED)
+            self._challenges.consume(token.nonce, armed=self._armed())
         except TokenRejected as e:
             return self._refuse(e)
         return await self._accepted(token)
 
+    def _check_resumer(self, token: StartToken) -> None:
+        """While paused, only the teacher who started the recording resumes it, with a start
+        token. Checked before the challenge is used, so that the teacher can still resume.
+        (Every way a token is presented calls this before using the challenge.)"""
+        if self.state is not State.PAUSED:
+            return
+        if token.teacher_id != self._session_teacher:
+            raise TokenRejected(Reason.PAUSED_BY_ANOTHER)
+        if token.action != "start":
+            raise TokenRejected(Reason.WRONG_ACTION, "a paused recording resumes on start")
+
     async def _accepted(self, token: StartToken) -> Result:
-        """Start (or discard) for a token or assertion that passed every check."""
+        """Resume, preview, start or discard for a token that passed every check."""
         self._cancel_arm_timer()
         self._hw.trace("token", ok=True, reason="", nonce=token.nonce, act=token.action,
                        teacher=token.teacher_id)
+        if self.state is State.PAUSED:
+            # No await before STARTING: the session resumes with the notice (P3).
+            self._resume_armed = False
+            self._set_state(State.STARTING)
+            self._resumed.set()
+            return Result(True, "recording")
+        preview, self._preview_to = self._preview_to, None
         if token.action == "discard":
+            if preview is not None:
+                preview(None, "a discard token takes no preview")
             return await self._discard(token)
         if self._notices is None:
             self._set_state(State.IDLE)
             self._set_fault("speaker", self._notices_error or "notice unavailable")
+            if preview is not None:
+                preview(None, "cannot speak the notice")
             return Result(False, "cannot speak the notice")
         # No await between accepting the token and STARTING: a press in between would be lost.
         room = self.room()  # cheap: one journal query and a statvfs
-        if room < START_ROOM_FACTOR * self.config.capture.min_free_mb * MB:
+        if preview is None and room < START_ROOM_FACTOR * self.config.capture.min_free_mb * MB:
             return await self._refuse_full(room)
         self._stop_requested.clear()
         self._cancel_notice.clear()
         self._ended_by = None
         self._set_state(State.STARTING)
+        if preview is not None:
+            self._session_task = asyncio.create_task(self._preview_session(preview))
+            return Result(True, "zones preview")
         self._session_task = asyncio.create_task(self._session(token))
         return Result(True, "recording")
 
@@ -248,6 +296,35 @@ class Unit:
         self._bookmarks.append(seconds)
         self._hw.trace("bookmark", seconds=seconds)
         return Result(True, "marked")
+
+    def preview(self, deliver: Callable[[bytes | None, str], None]) -> Result:
+        """Arm for a zones preview (IT's `classcam zones preview`): like a recording, it needs a
+        teacher's start token for the challenge, the LED and the notice come first (P1-P3);
+        then the camera alone opens for one frame, the privacy zones are filled in it, and
+        `deliver(png, "")` gets it as PNG bytes, or `deliver(None, reason)` why not. Nothing
+        of it is written on the unit. Refused unless idle."""
+        if self.state is not State.IDLE:
+            return Result(False, f"busy: {self.state.value}")
+        self._arm()
+        self._preview_to = deliver
+        return Result(True, "armed for a zones preview: a teacher presents a token at the pad")
+
+    async def long_press(self) -> None:
+        """The record button held down: pauses while recording, otherwise a press."""
+        if self.state is State.RECORDING:
+            self.pause()
+        else:
+            await self.press()
+
+    def pause(self) -> Result:
+        """Pause the recording (the pad's pause key): camera and microphone close, the recording
+        LED goes dark, the room hears so; the recording stays open for the same teacher to
+        resume with a fresh token. Refused when not recording."""
+        if self.state is not State.RECORDING:
+            return Result(False, "not recording")
+        self._hw.trace("pause_requested")
+        self._pause_requested.set()
+        return Result(True, "pausing")
 
     def report_fault(self, component: str, reason: str) -> None:
         """A part outside the recording chain (the pad link) failed: one journal line, and the
@@ -296,9 +373,13 @@ class Unit:
 
     async def _session(self, token: StartToken) -> None:
         opened = False    # a device was asked to open: the room is told when it stops
+        captured = False  # a recorder ran: the recording has something to finish
         recording = None
         recorder = None
         self._bookmarks = []
+        self._pauses = []
+        self._pause_requested.clear()
+        self._session_teacher = token.teacher_id
         try:
             self.fault = None
             await asyncio.to_thread(self._guard.light)
@@ -311,23 +392,57 @@ class Unit:
             recording = await asyncio.to_thread(self._spool.new_recording, token.teacher_id,
                                                 token.recipient)
             self._maker_of_newest = token.teacher_id
-            # No microphone with `[audio] mode = "none"`: video only.
-            for device in (d for d in (self._hw.camera, self._hw.microphone) if d is not None):
+            deadline = time.monotonic() + self.config.recording.max_minutes * 60
+            lesson_start = None  # the lesson's clock: from its first frame, pauses counted
+            start_us, index = 0, 1
+            sealed_into = recording
+
+            def on_sealed(entry: SegmentEntry) -> None:
+                self._spool.add(sealed_into, entry.file, entry.sha256)
+
+            while True:
+                # No microphone with `[audio] mode = "none"`: video only.
+                for device in (d for d in (self._hw.camera, self._hw.microphone) if d is not None):
+                    if self._stop_requested.is_set():
+                        return
+                    opened = True
+                    await asyncio.to_thread(self._guard.open, device)
                 if self._stop_requested.is_set():
                     return
-                opened = True
-                await asyncio.to_thread(self._guard.open, device)
-            if self._stop_requested.is_set():
-                return
-            recorder = Recorder(self._hw.camera, self._hw.microphone, recording.path,
-                                token.recipient, capture_settings(self.config),
-                                free_bytes=lambda path: self.room(),
-                                on_sealed=lambda e: self._spool.add(recording, e.file, e.sha256))
-            recorder.start()
-            self._recorder = recorder
-            self._set_state(State.RECORDING)
-            self._hw.trace("recording", recording=recording.recording_id)
-            await self._record_until_stopped(recorder)
+                recorder = Recorder(self._hw.camera, self._hw.microphone, recording.path,
+                                    token.recipient, capture_settings(self.config),
+                                    free_bytes=lambda path: self.room(),
+                                    on_sealed=on_sealed,
+                                    first_index=index, start_us=start_us)
+                recorder.start()
+                captured = True
+                lesson_start = lesson_start or time.monotonic()
+                self._recorder = recorder
+                self._set_state(State.RECORDING)
+                self._hw.trace("recording", recording=recording.recording_id)
+                await self._record_until_stopped(recorder, deadline)
+                if not self._pause_requested.is_set() or self._stop_requested.is_set():
+                    break
+                # Pause: the devices close and the LED goes dark as at a stop; the segments
+                # sealed so far stay, and the next capture numbers and times on from them.
+                self._pause_requested.clear()
+                self._recorder = None
+                paused_at = time.monotonic() - lesson_start
+                paused, recorder = recorder, None  # closed here, not again at the end
+                await self._close_devices(paused)
+                if paused.error is not None or self._guard.open_devices:
+                    return
+                start_us = round(paused.media_time_s * 1e6)  # the next frame's time
+                index = await asyncio.to_thread(_next_index, recording.path)
+                resumed = await self._paused()
+                # A pause ended by a stop or its maximum length is listed too: to the end.
+                self._pauses.append((round(paused_at, 3),
+                                     round(time.monotonic() - lesson_start, 3)))
+                if not resumed:
+                    return
+                await asyncio.to_thread(self._guard.light)
+                if not await self._speak(self._notices.start, cancellable=True):
+                    return
         except LedFault as e:
             self._fail("led", str(e))
         except NoticeUnavailable as e:
@@ -338,11 +453,84 @@ class Unit:
             log.exception("recording failed")
             self._fail("internal", f"{type(e).__name__}: {e}")
         finally:
-            await self._end_session(recording, recorder, speak=opened)
+            await self._end_session(recording, recorder, speak=opened, captured=captured)
 
-    async def _record_until_stopped(self, recorder: Recorder) -> None:
-        deadline = time.monotonic() + self.config.recording.max_minutes * 60
-        while not self._stop_requested.is_set():
+    async def _preview_session(self, deliver: Callable[[bytes | None, str], None]) -> None:
+        """One frame with the zones filled, as PNG bytes to `deliver`; the LED, the notice and
+        the guard as for a recording, the camera alone."""
+        png: bytes | None = None
+        why = "stopped"
+        opened = False
+        try:
+            self.fault = None
+            await asyncio.to_thread(self._guard.light)
+            assert self._notices is not None, "present() starts no session without notices"
+            if not await self._speak(self._notices.start, cancellable=True):
+                return
+            if self._stop_requested.is_set():
+                return
+            opened = True
+            await asyncio.to_thread(self._guard.open, self._hw.camera)
+            self._set_state(State.RECORDING)
+            settings = capture_settings(self.config)
+            png = await asyncio.to_thread(_zoned_png, self._hw.camera, settings)
+            self._hw.trace("zones_preview", bytes=len(png))
+        except LedFault as e:
+            why = f"led: {e}"
+            self._fail("led", str(e))
+        except NoticeUnavailable as e:
+            why = f"speaker: {e}"
+            self._fail("speaker", str(e))
+        except CaptureError as e:
+            why = f"capture: {e}"
+            self._fail("capture", str(e))
+        except Exception as e:
+            log.exception("zones preview failed")
+            why = f"internal: {type(e).__name__}: {e}"
+            self._fail("internal", why)
+        finally:
+            self._set_state(State.STOPPING)
+            await self._close_devices(None)
+            if opened and self._notices is not None:
+                try:
+                    await self._speak(self._notices.stop, cancellable=False)
+                except NoticeUnavailable as e:
+                    self._set_fault("speaker", str(e))
+            self._session_task = None
+            self._set_state(State.IDLE)
+            deliver(png, "" if png is not None else why)
+
+    async def _paused(self) -> bool:
+        """Wait, paused, for the same teacher's resume token (True), a stop or the maximum
+        pause (False). The room hears that the recording is paused."""
+        self._resumed.clear()
+        self._resume_armed = False
+        self._set_state(State.PAUSED)
+        self._hw.trace("paused")
+        if self._notices is not None and self._notices.paused is not None:
+            try:
+                await self._speak(self._notices.paused, cancellable=True)
+            except NoticeUnavailable as e:
+                self._set_fault("speaker", str(e))
+        waits = [asyncio.ensure_future(self._stop_requested.wait()),
+                 asyncio.ensure_future(self._resumed.wait())]
+        try:
+            await asyncio.wait(waits, timeout=self.config.recording.max_pause_minutes * 60,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        if self._resumed.is_set() and not self._stop_requested.is_set():
+            return True
+        if self.state is State.PAUSED and self._resume_armed:
+            self._disarm_resume()
+        if not self._stop_requested.is_set():
+            self._hw.trace("stop_requested", why="maximum pause")
+            self._end_because("maximum pause")
+        return False
+
+    async def _record_until_stopped(self, recorder: Recorder, deadline: float) -> None:
+        while not (self._stop_requested.is_set() or self._pause_requested.is_set()):
             try:
                 await asyncio.wait_for(self._stop_requested.wait(), LED_CHECK_S)
             except TimeoutError:
@@ -355,10 +543,11 @@ class Unit:
             if time.monotonic() >= deadline:
                 self._hw.trace("stop_requested", why="maximum length")
                 self._end_because("maximum length")
+                self._pause_requested.clear()
                 return
 
     async def _end_session(self, recording: Recording | None, recorder: Recorder | None,
-                           speak: bool) -> None:
+                           speak: bool, captured: bool) -> None:
         """Close the devices, darken the LED, finish the recording, tell the room. Whatever
         fails on the way, the unit ends idle, with the reason on the status light and in the
         journal; the LED stays lit only while a device may still be open (P2)."""
@@ -367,7 +556,7 @@ class Unit:
         try:
             await self._close_devices(recorder)
             if recording is not None:
-                await self._close_recording(recording, captured=recorder is not None)
+                await self._close_recording(recording, captured=captured)
             if speak and self._notices is not None:
                 try:
                     await self._speak(self._notices.stop, cancellable=False)
@@ -378,6 +567,8 @@ class Unit:
             self._set_fault("internal", f"{type(e).__name__}: {e}")
         finally:
             self._session_task = None
+            self._session_teacher = None
+            self._resume_armed = False
             self._set_state(State.IDLE)
 
     async def _close_devices(self, recorder: Recorder | None) -> None:
@@ -411,7 +602,8 @@ class Unit:
                                               self.config.device.id, self._device_key, ended_by,
                                               audio_overflows=_overflows(self._hw),
                                               bookmarks=tuple(self._bookmarks),
-                                              audio_mode=self.config.audio.mode)
+                                              audio_mode=self.config.audio.mode,
+                                              pauses=tuple(self._pauses))
         except Exception as e:  # e.g. the disk is full (ENOSPC)
             # What was sealed stays queued for upload (P7); the next start finishes the
             # recording (`recover_interrupted` writes the manifest, or removes an empty one).
@@ -487,10 +679,13 @@ class Unit:
 
     # -- arming -----------------------------------------------------------------------------
 
-    def _arm(self) -> None:
+    def _arm(self, resume: bool = False) -> None:
         nonce = self._challenges.issue()
         ttl = self.config.recording.arm_timeout_s
-        self._set_state(State.ARMED)
+        if resume:
+            self._resume_armed = True
+        else:
+            self._set_state(State.ARMED)
         self._hw.trace("challenge", nonce=nonce)
         self._cancel_arm_timer()
         self._arm_timer = asyncio.get_running_loop().call_later(ttl, self._arm_expired, nonce)
@@ -501,8 +696,20 @@ class Unit:
         if self.state is State.ARMED and self._challenges.current in (None, nonce):
             self._hw.trace("arm_timeout")
             self._disarm()
+        elif self._armed() and self._challenges.current in (None, nonce):
+            self._hw.trace("arm_timeout")
+            self._disarm_resume()
+
+    def _disarm_resume(self) -> None:
+        """The resume challenge ends unused; the recording stays paused."""
+        self._cancel_arm_timer()
+        self._challenges.cancel()
+        self._resume_armed = False
 
     def _disarm(self) -> None:
+        if self._preview_to is not None:
+            self._preview_to(None, "no token came: the preview is cancelled")
+            self._preview_to = None
         self._cancel_arm_timer()
         self._challenges.cancel()
         self._set_state(State.IDLE)
@@ -533,6 +740,7 @@ class Unit:
         own = {State.ARMED: self.config.recording.arm_timeout_s,
                State.STARTING: self._notice_s,
                State.RECORDING: self.config.recording.max_minutes * 60,
+               State.PAUSED: self.config.recording.max_pause_minutes * 60,
                State.STOPPING: self._notice_s}[state]
         return own + STATE_GRACE_S
 
@@ -559,6 +767,54 @@ class Unit:
 def _overflows(hw: Hardware) -> int:
     """Times the microphone lost samples (none without one)."""
     return 0 if hw.microphone is None else hw.microphone.overflows
+
+
+def _zoned_png(camera: Camera, settings: CaptureSettings) -> bytes:
+    """The camera's next picture with the privacy zones filled as in a recording, as PNG. A
+    camera that encodes its own frames (the Pi's) fills them before its encoder, as when it
+    records (picamera2's pre_callback), and the picture is its first keyframe, decoded."""
+    import io
+
+    from capture.zones import fill_zones
+    if isinstance(camera, EncodingCamera):
+        picture = _first_picture(camera, settings)
+    else:
+        picture = camera.read(settings.stall_timeout_s).picture
+        fill_zones(picture, settings.zones)
+    out = io.BytesIO()
+    picture.to_image().save(out, format="PNG")
+    return out.getvalue()
+
+
+def _first_picture(camera: EncodingCamera, settings: CaptureSettings):
+    """The first picture `camera`'s own encoder gives, decoded (within the stall timeout)."""
+    import av
+
+    from capture.encoders import PacketOutput
+    output = PacketOutput()
+    decoder = av.CodecContext.create("h264", "r")
+    deadline = time.monotonic() + settings.stall_timeout_s
+    camera.start_encoding(output, settings)
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            packet = output.next(left)
+            if packet is None:
+                break
+            for picture in decoder.decode(packet):
+                return picture.reformat(format="yuv420p")
+        raise CaptureError(f"camera: no picture within {settings.stall_timeout_s:g} s")
+    finally:
+        camera.stop_encoding()
+        output.end()
+
+
+def _next_index(directory) -> int:
+    """The index the next segment of the recording in `directory` takes: after every sealed
+    one (each has its entry beside it)."""
+    index = 1
+    while (directory / sidecar_file(index)).exists():
+        index += 1
+    return index
 
 
 def _why(e: Exception) -> str:

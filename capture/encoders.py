@@ -74,9 +74,10 @@ def keyframe_period(s: CaptureSettings) -> int:
 
 class AacEncoder:
     """AAC at `audio_bitrate_kbps` (FFmpeg's default rate distorts a pure tone) from mono
-    float32 samples, timed in samples since the recording's first."""
+    float32 samples, timed in samples since the recording's first (`first_sample` for the
+    first given: a recording resumed after a pause)."""
 
-    def __init__(self, s: CaptureSettings):
+    def __init__(self, s: CaptureSettings, first_sample: int = 0):
         import av
         self._rate = s.audio_rate
         self._context = context = av.CodecContext.create("aac", "w")
@@ -87,7 +88,7 @@ class AacEncoder:
         context.bit_rate = s.audio_bitrate_kbps * 1000
         context.open()
         self._fifo = av.AudioFifo()
-        self._samples_in = 0
+        self._samples_in = first_sample
 
     def encode(self, samples: np.ndarray) -> list[av.Packet]:
         import av

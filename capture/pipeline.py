@@ -159,12 +159,19 @@ class Recorder:
     def __init__(self, camera: Camera, microphone: Microphone | None, directory: Path,
                  recipient: str, settings: CaptureSettings,
                  free_bytes: Callable[[Path], int] = lambda p: shutil.disk_usage(p).free,
-                 on_sealed: Callable[[SegmentEntry], None] = lambda entry: None):
+                 on_sealed: Callable[[SegmentEntry], None] = lambda entry: None,
+                 first_index: int = 1, start_us: int = 0):
+        """`first_index` and `start_us` continue a paused recording: its segments are numbered
+        on from `first_index`, and its pictures and sound timed on from `start_us` (the time of
+        the frame after the last one before the pause; 1 and 0 for a new recording)."""
         self._camera = camera
         self._microphone = microphone  # None: video only (`[audio] mode = "none"`)
         self._settings = settings
         self._segmenter = Segmenter(directory, recipient, settings, free_bytes, on_sealed,
-                                    audio=microphone is not None)
+                                    audio=microphone is not None, first_index=first_index)
+        self._start_us = start_us
+        # The samples before `start_us`: a resumed recording's sound is timed on from there.
+        self._first_sample = start_us * settings.audio_rate // 1_000_000
         self._stop = threading.Event()
         self._frames: queue.Queue = queue.Queue(QUEUE_FRAMES)
         self._encoder_done = threading.Event()
@@ -172,7 +179,7 @@ class Recorder:
         self._encoder = threading.Thread(target=self._encode, name="encode", daemon=True)
         self._error_lock = threading.Lock()
         self._reading: str | None = None  # the device the reader waits for, named if it hangs
-        self._samples_read = 0
+        self._samples_read = self._first_sample
         self.error: CaptureError | None = None  # the first failure: its reason, not its frames
         self.frames = 0
         self._last_pts_us: int | None = None
@@ -238,7 +245,7 @@ class Recorder:
                 first_ns = frame.sensor_ns
             picture = frame.picture
             fill_zones(picture, s.zones)  # privacy zones: before any encoder
-            picture.pts = (frame.sensor_ns - first_ns) // 1000
+            picture.pts = self._start_us + (frame.sensor_ns - first_ns) // 1000
             picture.time_base = VIDEO_TIME_BASE
             self._with_sound(picture, picture.pts)
 
@@ -250,6 +257,7 @@ class Recorder:
         sound = True
         try:
             while (packet := self._next_packet(output)) is not None:
+                packet = self._moved(packet)
                 assert packet.pts is not None, "PacketOutput stamps every packet"
                 self._with_sound(packet, packet.pts)
         except CaptureError:
@@ -263,11 +271,21 @@ class Recorder:
             # failed): sealed like the rest.
             while not self._encoder_done.is_set() and (packet := output.next(0)) is not None:
                 assert packet.pts is not None, "PacketOutput stamps every packet"
+                packet = self._moved(packet)
                 if sound:
                     self._with_sound(packet, packet.pts)
                 else:
                     self._put((packet, None))
                     self.frames += 1
+
+    def _moved(self, packet: av.Packet) -> av.Packet:
+        """`packet` timed on from `start_us` (a recording resumed after a pause)."""
+        if self._start_us:
+            assert packet.pts is not None, "PacketOutput stamps every packet"
+            packet.pts += self._start_us
+            if packet.dts is not None:
+                packet.dts += self._start_us
+        return packet
 
     def _next_packet(self, output: PacketOutput) -> av.Packet | None:
         """The encoder's next packet, or None once the recording is being stopped; `NoFrame` if
@@ -331,7 +349,8 @@ class Recorder:
     def _encode(self) -> None:
         """Frames -> encoders -> segmenter -> sealed segments, until the end marker."""
         try:
-            encoders = Encoders(self._settings, audio=self._microphone is not None)
+            encoders = Encoders(self._settings, audio=self._microphone is not None,
+                                first_sample=self._first_sample)
             while not isinstance(item := self._frames.get(), _End):
                 for packet, video in encoders.encode(*item):
                     self._segmenter.route(packet, video)
@@ -368,10 +387,10 @@ class Encoders:
     """H.264 (for pictures; a camera's own packets pass through) and AAC (unless `audio` is
     False: video only) for one recording."""
 
-    def __init__(self, s: CaptureSettings, audio: bool = True):
+    def __init__(self, s: CaptureSettings, audio: bool = True, first_sample: int = 0):
         self._s = s
         self._video: SoftwareH264 | None = None  # made for the first picture
-        self.audio = AacEncoder(s) if audio else None
+        self.audio = AacEncoder(s, first_sample) if audio else None
 
     def encode(self, video: av.VideoFrame | av.Packet, samples: np.ndarray | None
                ) -> list[tuple[av.Packet, bool]]:
@@ -388,6 +407,22 @@ class Encoders:
                 raise CaptureError("sound was given to a video-only recording")
             packets.extend((p, False) for p in self.audio.encode(samples))
         return packets
+
+    def _moved(self, packets: list[av.Packet]) -> list[av.Packet]:
+        """AAC packets timed on after the frames before `first_frame`. Resumed after a pause,
+        the encoder's priming packet (before its first sample) is dropped: it would overlap the
+        last packet before the pause, and timestamps must only grow across the recording."""
+        if not self._audio_offset:
+            return packets
+        kept = []
+        for packet in packets:
+            if packet.pts is not None and packet.dts is not None:  # else route() refuses it
+                if packet.dts < 0:
+                    continue
+                packet.pts += self._audio_offset
+                packet.dts += self._audio_offset
+            kept.append(packet)
+        return kept
 
     def flush(self) -> list[tuple[av.Packet, bool]]:
         """Everything the encoders still hold, the last short AAC frame included."""
@@ -406,8 +441,9 @@ class Segmenter:
     def __init__(self, directory: Path, recipient: str, s: CaptureSettings,
                  free_bytes: Callable[[Path], int],
                  on_sealed: Callable[[SegmentEntry], None] = lambda entry: None,
-                 audio: bool = True):
+                 audio: bool = True, first_index: int = 1):
         self._audio = audio
+        self._first_index = first_index
         self._directory = directory
         self._recipient = recipient
         self._s = s
@@ -464,8 +500,8 @@ class Segmenter:
         if free < self._s.min_free_mb * 1024 * 1024:  # the disk's free space or the quota's rest
             raise DiskFull(f"only {free // (1024 * 1024)} MB free; recording stopped with "
                            f"{len(self.sealed)} segment(s) sealed")
-        self._current = _Segment(self._directory, len(self.sealed) + 1, self._recipient,
-                                 self._s, first_pts, self._audio)
+        self._current = _Segment(self._directory, self._first_index + len(self.sealed),
+                                 self._recipient, self._s, first_pts, self._audio)
         for packet in self._waiting_audio:
             self._current.mux(packet, False)
         self._waiting_audio.clear()

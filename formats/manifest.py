@@ -22,7 +22,7 @@ and the body is:
                    "duration": seconds, "first_pts": seconds, "last_pts": seconds,
                    "dropped_frames": n}, ...],
      "audio_overflows": int, "bookmarks": [seconds from the lesson's start, ...],
-     "audio_mode": "room" | "teacher" | "none"}
+     "audio_mode": "room" | "teacher" | "none", "pauses": [[start, end], ...]}
 
 `duration` runs from the first frame's time to the end of the last; `dropped_frames` counts the
 frames the camera dropped within it (gaps in the sensor's timestamps), so the segment holds
@@ -42,6 +42,12 @@ upload journal (P9). `classcam decrypt` writes them as chapters into the lesson.
 microphone), "teacher" (the teacher's own microphone only) or "none" (video only: the segments
 have no audio stream). A manifest written before modes existed, or by the recovery after a
 crash, has none; its segments say whether there is sound (`classcam decrypt` looks).
+
+`pauses` (optional, like `bookmarks`) are the times the teacher paused the recording (pad link
+`{"type": "pause"}`), as [start, end] in seconds from the lesson's start on the room's clock
+(so `end - start` is how long camera and microphone were closed), in order. The segments run on
+across a pause without a gap (numbering and timestamps continue), so `classcam decrypt` joins
+them into one lesson; the bookmarks are seconds of that joined lesson.
 
 `complete` is false when the unit restarted after a crash mid-recording; the segments sealed
 before the crash are all listed.
@@ -67,7 +73,7 @@ _BODY = {"recording_id", "teacher_id", "device_id", "complete", "ended_by", "sta
          "segments"}
 _SEGMENT = {"index", "file", "sha256", "duration", "first_pts", "last_pts", "dropped_frames"}
 _SEGMENT_V1_0 = _SEGMENT - {"dropped_frames"}  # written before dropped frames were counted
-_OPTIONAL = {"audio_overflows", "bookmarks", "audio_mode"}  # keys a manifest written before
+_OPTIONAL = {"audio_overflows", "bookmarks", "audio_mode", "pauses"}  # keys a manifest written before
 #                                                             them lacks
 AUDIO_MODES = ("room", "teacher", "none")
 
@@ -131,6 +137,11 @@ class Manifest:
         return None if mode is None else str(mode)
 
     @property
+    def pauses(self) -> list[tuple[float, float]]:
+        """The pauses as (start, end), seconds from the lesson's start on the room's clock."""
+        return [(float(a), float(b)) for a, b in self.body.get("pauses", [])]
+
+    @property
     def device_fingerprint(self) -> str:
         return fingerprint(self.device_key)
 
@@ -180,6 +191,8 @@ def open_manifest(data: bytes, identity: pyrage.x25519.Identity) -> Manifest:
         raise ManifestRejected("manifest bookmarks are malformed")
     if body.get("audio_mode", "room") not in AUDIO_MODES:
         raise ManifestRejected("manifest audio mode is not one of " + ", ".join(AUDIO_MODES))
+    if "pauses" in body and not _pauses_ok(body["pauses"]):
+        raise ManifestRejected("manifest pauses are malformed")
     for i, s in enumerate(body["segments"], start=1):
         if not isinstance(s, dict) or set(s) not in (_SEGMENT, _SEGMENT_V1_0) \
                 or s["index"] != i or s["file"] != segment_file(i) \
@@ -193,7 +206,9 @@ def write_manifest(directory: Path, *, recording_id: str, teacher_id: str, devic
                    recipient: str, start: dict, end: dict, complete: bool, ended_by: str,
                    device_key: Ed25519PrivateKey, audio_overflows: int = 0,
                    bookmarks: list[float] | tuple[float, ...] = (),
-                   audio_mode: str | None = None) -> list[SegmentEntry]:
+                   audio_mode: str | None = None,
+                   pauses: list[tuple[float, float]] | tuple[tuple[float, float], ...] = ()
+                   ) -> list[SegmentEntry]:
     """Write `manifest.age` for the sealed segments in `directory`, from their entries (which
     stay after a segment has been uploaded and purged), in index order; returns the segments it
     lists. A segment's entry is written just before it is sealed, so after a crash the caller
@@ -207,7 +222,7 @@ def write_manifest(directory: Path, *, recording_id: str, teacher_id: str, devic
     body = {"recording_id": recording_id, "teacher_id": teacher_id, "device_id": device_id,
             "complete": complete, "ended_by": ended_by, "start": start, "end": end,
             "segments": [e.to_json() for e in entries], "audio_overflows": audio_overflows,
-            "bookmarks": sorted(bookmarks)}
+            "bookmarks": sorted(bookmarks), "pauses": [[a, b] for a, b in pauses]}
     if audio_mode is not None:
         body["audio_mode"] = audio_mode
     atomic_write(directory / MANIFEST_FILE, seal(body, device_key, recipient), mode=0o600)
@@ -221,6 +236,16 @@ def _bookmarks_ok(marks: object) -> bool:
     return isinstance(marks, list) and all(
         isinstance(t, int | float) and not isinstance(t, bool) and 0 <= t < 1e7 for t in marks) \
         and marks == sorted(marks)
+
+
+def _pauses_ok(pauses: object) -> bool:
+    if not isinstance(pauses, list) or not all(
+            isinstance(p, list) and len(p) == 2 and all(
+                isinstance(t, int | float) and not isinstance(t, bool) and 0 <= t < 1e7
+                for t in p) and p[0] <= p[1] for p in pauses):
+        return False
+    flat = [t for p in pauses for t in p]
+    return flat == sorted(flat)
 
 
 def _canonical(body: dict) -> str:

@@ -2,6 +2,7 @@
 state, while the real daemon runs (`classcam run --hw sim`). Newline-delimited JSON:
 
     {"cmd": "press"}                                   the record button
+    {"cmd": "hold", "seconds": 2.0}                    the record button held down
     {"cmd": "pad_arm"}                                 the keypad's record key (+)
     {"cmd": "pin", "teacher": ID, "pin": "432187", "act": "start"}   types the teacher's number
                                 and PIN on the simulated keypad (plugging in their security key,
@@ -62,6 +63,12 @@ async def _command(cmd: dict, unit: Unit, parts: SimParts) -> dict[str, Any]:
         pin = parts.button_pin
         await asyncio.to_thread(pin.drive_low)
         await asyncio.sleep(0.01)
+        await asyncio.to_thread(pin.drive_high)
+        return {"ok": True}
+    if name == "hold":  # the record button held down for `seconds`
+        pin = parts.button_pin
+        await asyncio.to_thread(pin.drive_low)
+        await asyncio.sleep(float(cmd.get("seconds", 2.0)))
         await asyncio.to_thread(pin.drive_high)
         return {"ok": True}
     if name == "pad_arm":

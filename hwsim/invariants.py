@@ -44,11 +44,13 @@ def device_intervals(events: list[dict]) -> list[tuple[str, float, float]]:
 
 def check_p1(events: list[dict]) -> list[str]:
     """Every device open follows an accepted start token for the challenge most recently issued,
-    and no second open session reuses one token."""
+    and no second open session reuses one token. A session's devices that closed with the
+    recording LED going dark (a pause) open again only after a fresh accepted token."""
     problems = []
     challenge = None          # the nonce of the latest challenge
     authorised = False        # an accepted start token for that challenge, not yet used
     session_open = False
+    used: set[str | None] = set()  # nonces a token was accepted for
     for e in events:
         if e["ev"] == "challenge":
             challenge, authorised = e["nonce"], False
@@ -56,12 +58,18 @@ def check_p1(events: list[dict]) -> list[str]:
             if e.get("nonce") != challenge:
                 problems.append(f"P1: token accepted at {e['t']:.6f} for a nonce that is not "
                                 "the current challenge")
+            if e.get("nonce") in used:
+                problems.append(f"P1: token accepted at {e['t']:.6f} for a nonce already used")
+            used.add(e.get("nonce"))
             authorised = e.get("nonce") == challenge
         elif e["ev"] == "device" and e["phase"] == "open":
             if not (authorised or session_open):
                 problems.append(f"P1: {e['device']} opened at {e['t']:.6f} without a verified "
                                 "token for the current challenge")
+            authorised = authorised and session_open  # a token opens one session only
             session_open = True
+        elif e["ev"] == "pin" and e["name"] == "recording_led" and e["value"] == 0:
+            session_open = False  # every device closed: the next open needs a fresh token
         elif e["ev"] == "state" and e["state"] == "idle":
             if session_open or authorised:
                 authorised, session_open = False, False

@@ -10,6 +10,7 @@ closed (P2), and it never blinks. The **status LED** (RGB) shows everything else
 | armed     | amber, blinking 0.5 s on/0.5 s off | off           |
 | starting  | red, steady (notice playing)       | on            |
 | recording | red, steady                        | on            |
+| paused    | amber, steady (camera and microphone closed; the recording waits) | off |
 | stopping  | amber, fast blink 0.1 s/0.1 s      | on until the last device has closed |
 | uploading | blue, slow blink 1 s on/2 s off    | off           |
 | upload retrying | blue, fast blink 0.25 s/0.25 s (server unreachable or refusing; recordings kept) | off |
@@ -54,6 +55,7 @@ class Pattern(enum.Enum):
     ARMED = Look("armed", AMBER, 0.5, 0.5)
     STARTING = Look("starting", RED)
     RECORDING = Look("recording", RED)
+    PAUSED = Look("paused", AMBER)
     STOPPING = Look("stopping", AMBER, 0.1, 0.1)
     UPLOADING = Look("uploading", BLUE, 1.0, 2.0)
     UPLOAD_RETRYING = Look("upload retrying", BLUE, 0.25, 0.25)

@@ -21,7 +21,7 @@ from uploader.spool import Spool
 
 # A short silence for each notice: the order of events matters here, not the words.
 NOTICES = Notices(*(Sound(label, b"\0\0" * 800, 16000)
-                    for label in ("start", "stop", "discard", "full")))
+                    for label in ("start", "stop", "discard", "full", "paused")))
 
 
 def sim_unit(lab_template, root: Path, spool: Spool | None = None

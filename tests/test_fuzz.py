@@ -23,7 +23,8 @@ json_values = st.recursive(
     max_leaves=20)
 messages = st.one_of(
     json_values,
-    st.fixed_dictionaries({"type": st.sampled_from(["arm", "token", "stop", "result", "challenge"])},
+    st.fixed_dictionaries({"type": st.sampled_from(
+        ["arm", "token", "stop", "mark", "pause", "preview", "result", "challenge"])},
                           optional={"token": json_values | st.text(max_size=200),
                                     "nonce": st.text(max_size=30)}),
 )
@@ -60,12 +61,12 @@ def test_token_parser_only_ever_refuses_with_a_reason(lab_template, raw):
 
 @given(st.one_of(st.binary(max_size=300), messages.map(lambda m: json.dumps(m).encode())))
 @settings(max_examples=400)
-def test_pad_link_parser_accepts_only_the_three_messages(line):
+def test_pad_link_parser_accepts_only_the_pad_messages_with_their_exact_keys(line):
     try:
         msg = parse_message(line)
     except MalformedMessage:
         return
-    assert msg["type"] in ("arm", "stop", "token")
+    assert msg["type"] in ("arm", "stop", "token", "mark", "pause", "preview")
     assert set(msg) == ({"type", "token"} if msg["type"] == "token" else {"type"})
 
 
