@@ -88,7 +88,8 @@ class AacEncoder:
         context.bit_rate = s.audio_bitrate_kbps * 1000
         context.open()
         self._fifo = av.AudioFifo()
-        self._samples_in = first_sample
+        self._first_sample = first_sample
+        self._samples_in = 0  # the FIFO times its frames from 0 (PyAV checks): moved on below
 
     def encode(self, samples: np.ndarray) -> list[av.Packet]:
         import av
@@ -105,7 +106,7 @@ class AacEncoder:
         packets = []
         while (aac := self._fifo.read(self._context.frame_size)) is not None:
             packets.extend(self._context.encode(aac))
-        return packets
+        return self._after_first(packets)
 
     def flush(self) -> list[av.Packet]:
         """Everything still held, the last short AAC frame included."""
@@ -114,7 +115,23 @@ class AacEncoder:
         if rest is not None:
             packets.extend(self._context.encode(rest))
         packets.extend(self._context.encode(None))
-        return packets
+        return self._after_first(packets)
+
+    def _after_first(self, packets: list[av.Packet]) -> list[av.Packet]:
+        """Packets timed on from `first_sample`. Resumed after a pause, the encoder's priming
+        packet (timed before its first sample) would overlap the last one before the pause: it
+        is dropped, so timestamps only grow across the recording."""
+        if not self._first_sample:
+            return packets
+        kept = []
+        for packet in packets:
+            if packet.pts is not None and packet.dts is not None:  # else the segmenter refuses it
+                if packet.dts < 0:
+                    continue
+                packet.pts += self._first_sample
+                packet.dts += self._first_sample
+            kept.append(packet)
+        return kept
 
 
 class NoFrame(CaptureError):

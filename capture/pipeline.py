@@ -273,7 +273,7 @@ class Recorder:
                 assert packet.pts is not None, "PacketOutput stamps every packet"
                 packet = self._moved(packet)
                 if sound:
-                    self._with_sound(packet, packet.pts)
+                    self._with_sound(packet, packet.pts or 0)
                 else:
                     self._put((packet, None))
                     self.frames += 1
@@ -407,22 +407,6 @@ class Encoders:
                 raise CaptureError("sound was given to a video-only recording")
             packets.extend((p, False) for p in self.audio.encode(samples))
         return packets
-
-    def _moved(self, packets: list[av.Packet]) -> list[av.Packet]:
-        """AAC packets timed on after the frames before `first_frame`. Resumed after a pause,
-        the encoder's priming packet (before its first sample) is dropped: it would overlap the
-        last packet before the pause, and timestamps must only grow across the recording."""
-        if not self._audio_offset:
-            return packets
-        kept = []
-        for packet in packets:
-            if packet.pts is not None and packet.dts is not None:  # else route() refuses it
-                if packet.dts < 0:
-                    continue
-                packet.pts += self._audio_offset
-                packet.dts += self._audio_offset
-            kept.append(packet)
-        return kept
 
     def flush(self) -> list[tuple[av.Packet, bool]]:
         """Everything the encoders still hold, the last short AAC frame included."""

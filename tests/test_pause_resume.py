@@ -28,7 +28,7 @@ def _pause(pad: PadClient, unit) -> None:
     unit.wait_state("paused")
 
 
-def _resume(unit, teacher: str = "t-evans", pin: str = "4321") -> dict:
+def _resume(unit, teacher: str = "t-evans", pin: str = "432187") -> dict:
     unit.control("press")  # the record button while paused arms a resume
     result = unit.control("pin", teacher=teacher, pin=pin)["result"]
     return {k: result[k] for k in ("ok", "reason")}
@@ -50,7 +50,7 @@ def _paused_intervals(events: list[dict]) -> list[tuple[float, float]]:
 def _start(unit) -> None:
     unit.control("press")
     unit.wait_state("armed")
-    assert unit.control("pin", teacher="t-evans", pin="4321")["result"]["ok"]
+    assert unit.control("pin", teacher="t-evans", pin="432187")["result"]["ok"]
     unit.wait_state("recording")
 
 
@@ -95,7 +95,7 @@ def test_resume_needs_a_fresh_token_of_the_same_teacher(unit, lab):
         assert pad.token(teacher_token(lab, "t-evans", "n" * 24)) == {
             "type": "result", "ok": False, "reason": "not armed"}
         # Another teacher's token for a fresh challenge.
-        assert _resume(unit, "t-jones", "9876") == {"ok": False,
+        assert _resume(unit, "t-jones", "987654") == {"ok": False,
                                                      "reason": "paused by another teacher"}
         assert unit.state() == "paused"
         time.sleep(0.3)
@@ -237,7 +237,7 @@ def test_the_record_button_held_down_pauses_and_a_press_arms_the_resume(lab_temp
         assert [e["ev"] for e in lab.timeline() if e["ev"] in ("press", "challenge")] == [
             "press", "challenge"]
         unit.control("press")  # a short press while paused: a fresh challenge for the resume
-        assert unit.control("pin", teacher="t-evans", pin="4321")["result"]["ok"]
+        assert unit.control("pin", teacher="t-evans", pin="432187")["result"]["ok"]
         unit.wait_state("recording")
         unit.control("press")  # and a short press while recording still stops (P8)
         unit.wait_state("idle")

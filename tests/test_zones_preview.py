@@ -51,7 +51,7 @@ def test_a_preview_is_one_zoned_frame_taken_only_on_a_token_with_the_led_lit(lab
             unit.wait_state("armed")
             time.sleep(0.3)  # armed, waiting for a teacher: nothing may open meanwhile
             assert not [e for e in lab.timeline() if e["ev"] in ("device", "frame")]
-            result = unit.control("pin", teacher="t-evans", pin="4321")["result"]
+            result = unit.control("pin", teacher="t-evans", pin="432187")["result"]
             assert result["ok"] and result["reason"] == "zones preview"
             stdout, stderr = cli.communicate(timeout=120)
         finally:
@@ -105,7 +105,7 @@ def test_a_preview_nobody_authorises_opens_nothing_and_says_why(lab_template, sh
 def test_preview_while_recording_is_refused(unit, lab):
     unit.control("press")
     unit.wait_state("armed")
-    assert unit.control("pin", teacher="t-evans", pin="4321")["result"]["ok"]
+    assert unit.control("pin", teacher="t-evans", pin="432187")["result"]["ok"]
     unit.wait_state("recording")
     pad = PadClient(lab.pad_socket)
     try:
