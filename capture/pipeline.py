@@ -325,7 +325,9 @@ class Recorder:
         """Where the lesson is now, in seconds of media: the time of the next frame after the
         last one read (the sensor's time, so frames the camera dropped do not shift it)."""
         last = self._last_pts_us
-        return 0.0 if last is None else last / 1e6 + 1 / self._settings.fps
+        if last is None:  # no frame yet: where this capture starts (after a pause: on from it)
+            return self._start_us / 1e6
+        return last / 1e6 + 1 / self._settings.fps
 
     def _put(self, item: tuple | _End, patience: float | None = None) -> None:
         # Never blocks for good: if the encoder has died there is no one to take it.

@@ -99,10 +99,24 @@ class SimCamera(_SimDevice):
         self._source = source  # frames from a video file (the USB-webcam path) instead
         self._close_timeout = close_timeout
         self._opened_ns = 0
+        self._keep_clock = False
+
+    def keep_clock(self) -> None:
+        """The recording is paused: when the camera opens again, its clock and frame count go
+        on from before, as a sensor's would that kept running, so a resumed recording's frame
+        numbers miss exactly the frames taken while it was closed."""
+        self._keep_clock = True
 
     def open(self) -> None:
+        keep, self._keep_clock = self._keep_clock, False
+        taken, epoch_at, epoch_ns = self.frames, self._opened_at, self._opened_ns
         super().open()
         self._opened_ns = time.monotonic_ns()
+        if keep:
+            self._opened_at, self._opened_ns = epoch_at, epoch_ns
+            # Frames are due at epoch + n / fps: the next one after now (or after the last
+            # taken, when the camera runs faster than real time).
+            self.frames = max(taken, int((time.monotonic() - epoch_at) * self.fps) + 1)
         if self._source is not None:
             self._source.open()
 

@@ -3,7 +3,9 @@ Registered as `sim` in the entry-point group `classcam.hardware` by the `classca
 distribution; the daemon finds it by that name and never imports it."""
 from __future__ import annotations
 
+import functools
 import shutil
+from typing import Any
 from dataclasses import dataclass, field
 
 import gpiozero
@@ -78,9 +80,9 @@ def make_sim_hardware(config: Config) -> SimHardware:
         from capture.v4l2 import V4l2Camera
         source = V4l2Camera(str(sim.camera_file), c.width, c.height, c.fps, device_format=None,
                             loop=True)
-    camera: SimCamera | SimEncodingCamera = SimCamera(
-        timeline, faults, c.width, c.height, c.fps, sim.realtime, source,
-        close_timeout=c.stall_timeout_s)
+    sensor = SimCamera(timeline, faults, c.width, c.height, c.fps, sim.realtime, source,
+                       close_timeout=c.stall_timeout_s)
+    camera: SimCamera | SimEncodingCamera = sensor
     if sim.encoder == "picamera2":  # the Pi camera's path: the camera encodes
         camera = SimEncodingCamera(camera)
     microphones = {
@@ -112,7 +114,7 @@ def make_sim_hardware(config: Config) -> SimHardware:
         speaker=speaker,
         camera=camera,
         microphone=microphone,
-        trace=timeline,
+        trace=functools.partial(_trace, timeline, sensor),
         free_bytes=lambda path: 0 if "disk_full" in faults else shutil.disk_usage(path).free,
         parts=parts,
     )
@@ -130,3 +132,11 @@ def make_sim_hardware(config: Config) -> SimHardware:
         hw.tasks.append(lambda unit: control.serve(sim.control_socket, unit, parts))
     hw.on_close.append(timeline.close)
     return hw
+
+
+def _trace(timeline: Timeline, sensor: SimCamera, event: str, **fields: Any) -> None:
+    """The unit's trace, into the timeline; a pause also tells the simulated sensor to keep its
+    clock running while the camera is closed (SimCamera.keep_clock)."""
+    if event == "paused":
+        sensor.keep_clock()
+    timeline(event, **fields)
