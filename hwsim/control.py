@@ -4,6 +4,7 @@ state, while the real daemon runs (`classcam run --hw sim`). Newline-delimited J
     {"cmd": "press"}                                   the record button
     {"cmd": "hold", "seconds": 2.0}                    the record button held down
     {"cmd": "pad_arm"}                                 the keypad's record key (+)
+    {"cmd": "pad_mark"} / {"cmd": "pad_pause"}         its bookmark (*) and pause (Num Lock) keys
     {"cmd": "pin", "teacher": ID, "pin": "432187", "act": "start"}   types the teacher's number
                                 and PIN on the simulated keypad (plugging in their security key,
                                 if they have one); answers the unit's result or the pad's refusal
@@ -73,6 +74,9 @@ async def _command(cmd: dict, unit: Unit, parts: SimParts) -> dict[str, Any]:
         return {"ok": True}
     if name == "pad_arm":
         await parts.pad.press_record()
+        return {"ok": True}
+    if name in ("pad_mark", "pad_pause"):  # the keypad's bookmark (*) and pause keys
+        await (parts.pad.press_mark() if name == "pad_mark" else parts.pad.press_pause())
         return {"ok": True}
     if name == "pin":
         result = await parts.pad.enter(cmd["teacher"], str(cmd["pin"]), cmd.get("act", "start"))

@@ -140,6 +140,14 @@ class SimPad:
     async def press_stop(self) -> None:
         self.keypad.press(ecodes.KEY_KPMINUS)
 
+    async def press_mark(self) -> None:
+        """The bookmark key (*)."""
+        self.keypad.press(ecodes.KEY_KPASTERISK)
+
+    async def press_pause(self) -> None:
+        """The pause key (Num Lock)."""
+        self.keypad.press(ecodes.KEY_NUMLOCK)
+
     async def enter(self, teacher_id: str, pin: str, action: str = "start",
                     wait_s: float = 30.0) -> dict:
         """Type the teacher's number and PIN ("/" first for a discard); returns the unit's

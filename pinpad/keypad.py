@@ -14,6 +14,8 @@ codes whatever the Num Lock state):
     +              KEY_KPPLUS                            record (arms the unit, like its button)
     -              KEY_KPMINUS                           stop (no PIN needed, P8)
     /              KEY_KPSLASH                           discard: the next PIN signs a discard
+    *              KEY_KPASTERISK                        bookmark this moment of the recording
+    Num Lock       KEY_NUMLOCK (and KEY_PAUSE)           pause the recording (resume: + and PIN)
 
 Only key presses count (value 1): auto-repeat (2) and releases (0) are ignored, so a key held
 down types one digit.
@@ -35,6 +37,8 @@ class Key(enum.Enum):
     RECORD = "record"
     STOP = "stop"
     DISCARD = "discard"
+    MARK = "mark"
+    PAUSE = "pause"
 
 
 KEYMAP: dict[int, str | Key] = {
@@ -45,6 +49,8 @@ KEYMAP: dict[int, str | Key] = {
     ecodes.KEY_KPPLUS: Key.RECORD,
     ecodes.KEY_KPMINUS: Key.STOP,
     ecodes.KEY_KPSLASH: Key.DISCARD,
+    ecodes.KEY_KPASTERISK: Key.MARK,
+    ecodes.KEY_NUMLOCK: Key.PAUSE, ecodes.KEY_PAUSE: Key.PAUSE,
 }
 # A device is taken for a keypad by `auto` when it has these keys.
 _KEYPAD_KEYS = {ecodes.KEY_KP0, ecodes.KEY_KP9, ecodes.KEY_KPENTER}

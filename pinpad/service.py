@@ -106,6 +106,8 @@ class PadService:
             self._spawn(self._send({"type": "stop"}))
         elif key is Key.RECORD:
             self._spawn(self._send({"type": "arm"}))
+        elif key in (Key.MARK, Key.PAUSE):  # need no PIN: the unit refuses them unless recording
+            self._spawn(self._send({"type": key.value}))
         elif self._busy is not None and not self._busy.done():
             return  # a try is under way: digits wait until it has its answer
         elif key is Key.CANCEL:
