@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import email.parser
+import fnmatch
 import hashlib
 import io
 import json
@@ -56,6 +57,14 @@ LOCAL_DISTS = [".[pi]", "dist/teacher"]
 # Import packages that a local distribution carries but the appliance must not: the simulator
 # is for PCs and tests (DESIGN.md section 3: hwsim is "not installed with the daemon").
 EXCLUDED_PACKAGES = ["hwsim"]
+
+# Files a vendored wheel carries that the daemon never uses and Debian's rules refuse: reportlab's
+# demonstration fonts. Its Type 1 files (*.pfb) lintian reports as Adobe-copyrighted fragments
+# (license-problem-font-adobe-copyrighted-fragment, an error); its Vera TrueType files duplicate
+# Debian's and forbid embedding. The standard fonts' metrics are Python modules of reportlab's,
+# and the notice sheet embeds Debian's DejaVu. Each entry is a glob in site-packages.
+PRUNED_FILES = ["reportlab/fonts/*.pfb", "reportlab/fonts/*.afm", "reportlab/fonts/*.ttf",
+                "reportlab/fonts/DarkGarden*"]
 
 # Requirements met by Debian packages instead of PyPI wheels: the distribution name, the Debian
 # package (debian/control names it in Depends) and the version Debian 12 has, which the lock is
@@ -242,6 +251,8 @@ def build_venv(arch: str, dest: Path, cache: Path, substvars: Path | None) -> No
         _write_command(dest / "usr/bin" / name, target)
     for package in EXCLUDED_PACKAGES:
         _exclude(site, package)
+    for pattern in PRUNED_FILES:
+        _prune(site, pattern)
     problems = _names_unmet(site, arch)
     if problems:
         raise PackagingError("requirements not in wheels.lock nor in APT_PROVIDED (run "
@@ -372,6 +383,20 @@ def _exclude(site: Path, package: str) -> None:
             top = record.parent / "top_level.txt"
             if top.exists():
                 top.write_text("".join(f"{n}\n" for n in top.read_text().split() if n != package))
+
+
+def _prune(site: Path, pattern: str) -> None:
+    """Remove the files in `site` that match the glob `pattern`, and their RECORD rows."""
+    for path in site.glob(pattern):
+        if path.is_file():
+            path.unlink()
+    for record in site.glob("*.dist-info/RECORD"):
+        rows = list(csv.reader(io.StringIO(record.read_text())))
+        kept = [r for r in rows if r and not fnmatch.fnmatch(r[0], pattern)]
+        if len(kept) != len(rows):
+            out = io.StringIO()
+            csv.writer(out, lineterminator="\n").writerows(kept)
+            record.write_text(out.getvalue())
 
 
 def _names_unmet(site: Path, arch: str) -> list[str]:
