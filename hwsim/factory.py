@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import shutil
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from dataclasses import dataclass, field
 
 import gpiozero
@@ -17,10 +17,12 @@ from hwsim.capture import (TEACHER_TONE_HZ, SimCamera, SimEncodingCamera, SimMic
                            TracedMicrophone)
 from hwsim.faults import Faults
 from hwsim.gpio import SimPinFactory
-from hwsim.keypad import SimPad
 from hwsim.speaker import MemorySpeaker
 from hwsim.timeline import Timeline
 from led_indicator.lights import RecordingLed, StatusLed
+
+if TYPE_CHECKING:  # the pad service, evdev and python-fido2's CTAP: loaded when the sim runs a pad
+    from hwsim.keypad import SimPad
 
 
 @dataclass
@@ -125,7 +127,9 @@ def make_sim_hardware(config: Config) -> SimHardware:
             a.speaker if real_speaker else None,
             a.microphone_in_use if real_microphone else None, a.allow_hdmi)
     if sim.pad_keystore is not None:
-        # The real pad service (pinpad), on a simulated keypad.
+        # The real pad service (pinpad), on a simulated keypad. On a unit the pad runs in its
+        # own process (classcam-pinpad), so it is imported only when the simulator runs one.
+        from hwsim.keypad import SimPad
         parts.pad = SimPad(sim.pad_keystore, config.pad.socket, timeline, sim.security_keys)
         hw.tasks.append(lambda unit: parts.pad.run())
     if sim.control_socket is not None:
