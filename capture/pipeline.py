@@ -533,7 +533,10 @@ class _Segment:
         self._previous_pts: int | None = None
         self._fps = s.fps
         self._sink = SealingSink(directory, index, recipient)
-        self._container = av.open(self._sink, "w", format="mpegts")
+        # Written out when its buffer fills, not after every packet (FFmpeg flushes each packet
+        # to an output it cannot seek): a write to the encryptor wakes its thread.
+        self._container = av.open(self._sink, "w", format="mpegts",
+                                  options={"flush_packets": "0"})
         self._video = self._container.add_mux_stream("h264", rate=s.fps, width=s.width,
                                                      height=s.height)
         # A mux-only stream would carry no AudioSpecificConfig, and MPEG-TS needs it to write
