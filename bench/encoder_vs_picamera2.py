@@ -13,23 +13,38 @@ with a request's buffer.
          1 us, gop = iperiod, then `FileOutput` writing each packet's bytes to a file. Repeated
          here with PyAV, setting for setting (picamera2 itself needs libcamera to run).
   peer+a the same with picamera2's own sound (`Encoder.audio = True`: its audio thread encodes
-         the microphone with PyAV's "aac", encoder.py's default `audio_output`), on the same
-         silent samples ours gets: what picamera2 costs when it records sound, as we always do.
+         the microphone with PyAV's "aac"), at our bit rate (128 kb/s: `audio_output`'s
+         `bit_rate`; FFmpeg's default for mono, 69 kb/s, distorts a pure tone), on the same silent
+         samples ours gets: what picamera2 costs when it records sound, as the unit always does.
+         This is the like-for-like peer, and its RATIO the one the aim is read against.
   ours   the real `capture.pipeline.Recorder` with a camera giving those frames as fast as they
          are taken and a silent microphone: libx264 with the same preset and keyframe period,
          AAC, MPEG-TS segments, age encryption on a thread, sealed segments on disk.
 
 CPU is user+sys of this process (getrusage: every thread, x264's included) over the run, divided
 by the frames; the RATIO is ours / peer (aim: <= 1.1). The best of `--reps` alternated runs of
-each is compared. Then the real daemon (`classcam run --hw sim`) is started and its RSS read
-while idle (aim: <= 60 MiB).
+each is compared, and the median of the per-pair ratios is printed beside it.
+
+CPU time on a shared machine swings by 20 % from run to run, so the same work is also counted in
+instructions, which load does not change: each side runs alone in a child process under
+Valgrind (`cachegrind --cache-sim=no`, every thread counted), once for `--frames` frames and
+once for `--frames + 250` (one more 10 s segment); the difference over 250 is its instructions
+per frame, start-up and imports cancelled out. Instructions weigh a Python call as much as a
+SIMD instruction of x264's, so this ratio is, if anything, harder on ours (which has the more
+Python per frame). Skipped with `--no-instructions` or when Valgrind is not installed.
+
+Then the real daemon (`classcam run --hw sim`) is started and its RSS read while idle (aim:
+<= 60 MiB).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -63,7 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--distinct", type=int, default=50, help="distinct pre-rendered frames")
     parser.add_argument("--reps", type=int, default=3, help="peer/ours pairs, alternated")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-instructions", action="store_true",
+                        help="skip the instruction counts under Valgrind")
+    parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child:  # one side alone, for Valgrind: frames from the parent's file
+        frames = list(np.load(OUT / "frames.npy"))
+        SIDES[args.child](frames, args.frames)
+        return 0
     if args.quick:
         args.frames, args.reps = 150, 1
     print(f"load average before {loadavg():.2f}")
@@ -71,10 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     frames = [draw_frame(ground, n, FPS) for n in range(args.distinct)]
     OUT.mkdir(parents=True, exist_ok=True)
     peers, sounding, ours = [], [], []
-    for _ in range(args.reps):
-        peers.append(picamera2_software_path(frames, args.frames))
-        sounding.append(picamera2_software_path(frames, args.frames, sound=True))
-        ours.append(our_chain(frames, args.frames))
+    runs = {"peer": peers, "peer+a": sounding, "ours": ours}
+    for rep in range(args.reps):  # the order turns each round: no side always runs first
+        order = list(SIDES)[rep % 3:] + list(SIDES)[:rep % 3]
+        for side in order:
+            runs[side].append(SIDES[side](frames, args.frames))
     peer, peer_a, mine = min(peers), min(sounding), min(ours)
     print(f"CPU per {WIDTH}x{HEIGHT} frame, {args.frames} frames, best of {args.reps}:")
     print(f"  peer: picamera2 LibavH264Encoder + FileOutput   {1e3 * peer:6.2f} ms "
@@ -83,8 +106,13 @@ def main(argv: list[str] | None = None) -> int:
           f"(runs: {', '.join(f'{1e3 * p:.2f}' for p in sounding)})")
     print(f"  ours: Recorder, x264 + AAC + TS + age, sealed   {1e3 * mine:6.2f} ms "
           f"(runs: {', '.join(f'{1e3 * p:.2f}' for p in ours)})")
-    print(f"  RATIO ours/peer {mine / peer:.2f}  (aim <= 1.1; the peer records no sound)")
     print(f"  RATIO ours/peer+a {mine / peer_a:.2f}  (aim <= 1.1; both record sound)")
+    print(f"  ratio ours/peer {mine / peer:.2f}  (for scale: this peer records no sound)")
+    print(f"  median of the {args.reps} pairs' ratios: ours/peer "
+          f"{statistics.median(o / p for o, p in zip(ours, peers, strict=True)):.2f}, ours/peer+a "
+          f"{statistics.median(o / p for o, p in zip(ours, sounding, strict=True)):.2f}")
+    if not args.no_instructions:
+        instructions(frames, args.frames)
     shutil.rmtree(OUT, ignore_errors=True)
     rss = idle_daemon_rss_mib()
     print(f"idle daemon RSS (classcam run --hw sim, 2 s after start): {rss:.1f} MiB  "
@@ -113,6 +141,8 @@ def picamera2_software_path(frames: list[np.ndarray], total: int, sound: bool = 
     stream.codec_context.time_base = Fraction(1, 1_000_000)
     stream.codec_context.options["tune"] = "zerolatency"
     aac = container.add_stream("aac", rate=SETTINGS.audio_rate) if sound else None
+    if aac is not None:  # as `audio_output = {"codec_name": "aac", "bit_rate": ...}` sets it
+        aac.bit_rate = SETTINGS.audio_bitrate_kbps * 1000
     silence = np.zeros((1, SETTINGS.audio_rate // FPS), np.float32)
     cpu0 = _cpu()
     with open(OUT / "picamera2.h264", "wb") as out:  # FileOutput
@@ -194,6 +224,42 @@ def our_chain(frames: list[np.ndarray], total: int) -> float:
     return cpu / total
 
 
+SEGMENT_FRAMES = 250  # one 10 s segment at 25 fps
+
+
+def instructions(frames: list[np.ndarray], total: int) -> None:
+    """Print each side's instructions per frame, counted by Valgrind, and the ratios."""
+    if shutil.which("valgrind") is None:
+        print("instructions: valgrind is not installed; skipped")
+        return
+    np.save(OUT / "frames.npy", np.stack(frames))
+    per_frame = {}
+    for side in SIDES:
+        short, long = (_instructions(side, n) for n in (total, total + SEGMENT_FRAMES))
+        per_frame[side] = (long - short) / SEGMENT_FRAMES
+    (OUT / "frames.npy").unlink()
+    print(f"instructions per {WIDTH}x{HEIGHT} frame (Valgrind, every thread; "
+          f"{total + SEGMENT_FRAMES} less {total} frames):")
+    for side, count in per_frame.items():
+        print(f"  {side:7s} {count / 1e6:7.2f} M")
+    print(f"  RATIO ours/peer+a {per_frame['ours'] / per_frame['peer+a']:.3f}  (aim <= 1.1); "
+          f"ratio ours/peer {per_frame['ours'] / per_frame['peer']:.3f}  (no sound)")
+
+
+def _instructions(side: str, total: int) -> int:
+    """Instructions of one child process running `side` for `total` frames."""
+    out = OUT / f"cachegrind.{side}.{total}"
+    done = subprocess.run(
+        ["valgrind", "--tool=cachegrind", "--cache-sim=no", f"--cachegrind-out-file={out}",
+         sys.executable, __file__, "--child", side, "--frames", str(total)],
+        capture_output=True, text=True, check=True)
+    out.unlink(missing_ok=True)
+    refs = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
+    if refs is None:
+        raise RuntimeError(f"valgrind printed no instruction count:\n{done.stderr[-2000:]}")
+    return int(refs.group(1).replace(",", ""))
+
+
 def idle_daemon_rss_mib() -> float:
     from hwsim.lab import Lab
     root = Path(tempfile.mkdtemp(prefix="cc-"))
@@ -204,6 +270,11 @@ def idle_daemon_rss_mib() -> float:
             return proc_status(unit.proc.pid)["VmRSS"] / 1024
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+SIDES = {"peer": picamera2_software_path,
+         "peer+a": lambda frames, total: picamera2_software_path(frames, total, sound=True),
+         "ours": our_chain}
 
 
 if __name__ == "__main__":
