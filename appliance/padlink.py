@@ -40,15 +40,17 @@ import os
 import termios
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from collections.abc import Callable
 
-import serial
-import serial_asyncio_fast
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from appliance.config import PadConfig
 from formats import assertion
 from appliance.unit import Unit
+
+if TYPE_CHECKING:  # pyserial is imported when a serial pad is configured (appliance/serial_port.py)
+    import serial
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +232,7 @@ class SerialPad:
         try:
             async with asyncio.timeout(OPEN_TIMEOUT_S):
                 reader, writer = await self._open()
-        except (serial.SerialException, OSError, ValueError, TimeoutError) as e:
+        except (OSError, ValueError, TimeoutError) as e:  # pyserial's errors are OSErrors
             raise _PadLost(Ended(f"cannot open {self._pad.serial}: {_reason(e)}",
                                  pad_fault=True)) from None
         if self._failing:
@@ -244,9 +246,12 @@ class SerialPad:
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         # serial_asyncio_fast.open_serial_connection, with a port whose writes never spin.
+        import serial_asyncio_fast
+
+        from appliance.serial_port import NonBlockingSerial
         loop = asyncio.get_running_loop()
         port = await loop.run_in_executor(None, functools.partial(
-            _NonBlockingSerial, str(self._pad.serial), self._pad.serial_baud))
+            NonBlockingSerial, str(self._pad.serial), self._pad.serial_baud))
         reader = asyncio.StreamReader(limit=MAX_LINE + 2)
         protocol = asyncio.StreamReaderProtocol(reader)
         transport, _ = await serial_asyncio_fast.connection_for_serial(
@@ -263,23 +268,6 @@ class SerialPad:
         elif not self._failing:  # one line per outage, not one per try
             self._failing = True
             self._link.pad_failed(f"serial pad: {ended.reason}")
-
-
-class _NonBlockingSerial(serial.Serial):
-    """A serial port whose `write` says when the port is full instead of trying again at
-    once: pyserial's own loops without a pause while a non-blocking port is full (pyserial issue
-    280), which would hold up the event loop for as long as the pad does not read. The
-    transport buffers what did not fit and writes it when the port can take it."""
-
-    def write(self, data) -> int:
-        if not self.is_open:
-            raise serial.PortNotOpenError()
-        try:
-            return os.write(self.fd, data)
-        except (BlockingIOError, InterruptedError):
-            raise  # the transport waits until the port is writable
-        except OSError as e:
-            raise serial.SerialException(f"write failed: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -345,7 +333,7 @@ class _Connection:
             return
         try:
             self._port.reset_output_buffer()  # else closing the port waits for the pad to read
-        except (serial.SerialException, OSError, termios.error):
+        except (OSError, termios.error):  # pyserial's errors are OSErrors
             pass
         # A serial transport ends once per abort: abort it once, and not at all if it is
         # closing already, unless it still waits to write to the pad, which may never read.
