@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import secrets
 import threading
 import time
@@ -126,7 +127,8 @@ class AssertionVerifier:
 class SignCounters:
     """The last signature counter accepted from each security-key credential, kept durably in
     `path` (JSON, credential ids by their SHA-256). `check` and `remember` work in memory, on
-    the event loop; `write` is file I/O, for a thread.
+    the event loop; `write` is file I/O, for a thread. The file says neither whose key was used
+    last nor when (P9): its entries are in the keys' order, and no time on disk moves.
 
     A file that cannot be read refuses every assertion (fails closed) until IT removes it."""
 
@@ -167,7 +169,9 @@ class SignCounters:
         while len(self._last) > MAX_COUNTERS:
             del self._last[next(iter(self._last))]
         self._version += 1
-        return Snapshot(self._version, json.dumps(self._last).encode())
+        # Written in the keys' order, not the order of use: the file does not say whose key
+        # was used last (P9).
+        return Snapshot(self._version, json.dumps(dict(sorted(self._last.items()))).encode())
 
     def write(self, snapshot: Snapshot) -> None:
         """Make `snapshot` durable, unless a later one already is (file I/O: call it off the
@@ -175,8 +179,13 @@ class SignCounters:
         with self._writing:
             if snapshot.version <= self._written:
                 return
-            self._path.parent.mkdir(parents=True, exist_ok=True)
+            directory = self._path.parent
+            directory.mkdir(parents=True, exist_ok=True)
+            before = directory.stat()
             atomic_write(self._path, snapshot.data, mode=0o600)
+            # Nor when (P9): the file's times say nothing, and its directory's stay as they were.
+            os.utime(self._path, ns=(0, 0))
+            os.utime(directory, ns=(before.st_atime_ns, before.st_mtime_ns))
             self._written = snapshot.version
 
     def record(self, use: CounterUse) -> None:
