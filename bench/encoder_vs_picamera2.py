@@ -34,11 +34,12 @@ SIMD instruction of x264's, so this ratio is, if anything, harder on ours (which
 Python per frame). Skipped with `--no-instructions` or when Valgrind is not installed.
 
 Then the real daemon (`classcam run --hw sim`) is started and its RSS read while idle (aim:
-<= 60 MiB).
+<= 60 MiB), with the pad in its own process as on a unit, without and with an upload server.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import resource
@@ -114,9 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_instructions:
         instructions(frames, args.frames)
     shutil.rmtree(OUT, ignore_errors=True)
-    rss = idle_daemon_rss_mib()
-    print(f"idle daemon RSS (classcam run --hw sim, 2 s after start): {rss:.1f} MiB  "
-          "(aim <= 60)")
+    for upload in (False, True):
+        rss = idle_daemon_rss_mib(upload)
+        print(f"idle daemon RSS (classcam run --hw sim, the pad in its own process, "
+              f"{'uploading to the reference server' if upload else 'no [upload]'}; "
+              f"2 s after start): {rss:.1f} MiB  (aim <= 60)")
     print(f"load average after {loadavg():.2f}")
     return 0
 
@@ -260,12 +263,19 @@ def _instructions(side: str, total: int) -> int:
     return int(refs.group(1).replace(",", ""))
 
 
-def idle_daemon_rss_mib() -> float:
+def idle_daemon_rss_mib(upload: bool) -> float:
+    """VmRSS of the real daemon 2 s after it started, as it runs on a unit: the pad in its own
+    process (classcam-pinpad; the simulator would otherwise run it inside the daemon); with
+    `upload`, sending to the reference account server over mutual TLS."""
     from hwsim.lab import Lab
     root = Path(tempfile.mkdtemp(prefix="cc-"))
     try:
-        lab = Lab.create(root, teachers={"t-evans": "432187"})
-        with lab.daemon() as unit:
+        lab = Lab.create(root, teachers={"t-evans": "432187"},
+                         sim={"pad_keystore": None, "security_keys": None})
+        with contextlib.ExitStack() as stack:
+            if upload:
+                stack.enter_context(lab.account())
+            unit = stack.enter_context(lab.daemon())
             time.sleep(2)
             return proc_status(unit.proc.pid)["VmRSS"] / 1024
     finally:

@@ -125,7 +125,10 @@ class Lab:
                     "security_keys": str(self.security_keys_dir), "speed": 40.0},
         }
         for name, values in self.settings.items():
-            tables.setdefault(name, {}).update(values)
+            table = tables.setdefault(name, {})
+            table.update(values)
+            for key in [key for key, value in values.items() if value is None]:
+                del table[key]  # None leaves a setting out, e.g. sim={"pad_keystore": None}
         self.config_path.write_text(tomli_w.dumps(tables))
 
     @contextlib.contextmanager
