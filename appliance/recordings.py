@@ -16,7 +16,7 @@ import time
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from formats.manifest import (MANIFEST_FILE, SegmentEntry, segment_file, sidecar_file,
+from formats.manifest import (AUDIO_MODES, MANIFEST_FILE, SegmentEntry, segment_file, sidecar_file,
                               write_manifest)
 from capture.sealing import remove_partials
 from formats.durable import fsync_dir, sha256_file
@@ -63,11 +63,16 @@ def recover_interrupted(spool: Spool, device_id: str, device_key: Ed25519Private
             continue
         end = _last_sealed(recording)
         entries = finish(recording, spool, device_id, device_key, "interrupted", complete=False,
-                         end=end)
+                         end=end, audio_mode=_known(recording.audio_mode))
         log.warning("recovered a recording interrupted by a restart: %d sealed segment(s) kept",
                     len(entries))
         recovered += 1
     return recovered
+
+
+def _known(audio_mode: str | None) -> str | None:
+    """The mode a recording's directory says it was made in, if it is one a manifest may say."""
+    return audio_mode if audio_mode in AUDIO_MODES else None
 
 
 def _remove_unsealed_entry(recording: Recording, spool: Spool) -> None:

@@ -390,7 +390,7 @@ class Unit:
             # is heard, and acted on below once the recording exists.
             self._maker_of_newest = None
             recording = await asyncio.to_thread(self._spool.new_recording, token.teacher_id,
-                                                token.recipient)
+                                                token.recipient, self.config.audio.mode)
             self._maker_of_newest = token.teacher_id
             deadline = time.monotonic() + self.config.recording.max_minutes * 60
             lesson_start = None  # the lesson's clock: from its first frame, pauses counted

@@ -77,6 +77,9 @@ class Recording:
     # {"monotonic": float, "wall": float} when it was created: in memory only, never on the card
     # (None for a recording read back from the disk, which is the same recording).
     start: dict | None = field(default=None, compare=False)
+    # The unit's `[audio] mode` it is recorded in, kept with it so that a manifest written after
+    # a crash says it too (None: not said, as in a recording made before it was kept).
+    audio_mode: str | None = None
 
 
 @dataclass(frozen=True)
@@ -148,7 +151,8 @@ class Spool:
 
     # -- recordings ---------------------------------------------------------------------------
 
-    def new_recording(self, teacher_id: str, recipient: str) -> Recording:
+    def new_recording(self, teacher_id: str, recipient: str,
+                      audio_mode: str | None = None) -> Recording:
         """Create the directory of a new recording, after every one made before."""
         with self._lock:
             sequence = max([r.sequence for r in self.recordings()] + [self._last_sequence()]) + 1
@@ -160,13 +164,16 @@ class Spool:
         start = {"monotonic": time.monotonic(), "wall": time.time()}
         meta = {"recording_id": recording_id, "teacher_id": teacher_id,
                 "recipient": recipient, "sequence": sequence}
+        if audio_mode is not None:
+            meta["audio_mode"] = audio_mode
         atomic_write(tmp / META, json.dumps(meta).encode(), mode=0o600)
         final = self.directory / recording_id
         os.rename(tmp, final)
         fsync_dir(self.directory)
         with self._lock:
             self._teachers[recording_id] = teacher_id
-        return Recording(recording_id, teacher_id, recipient, sequence, final, start)
+        return Recording(recording_id, teacher_id, recipient, sequence, final, start,
+                         audio_mode)
 
     def recordings(self) -> list[Recording]:
         """Every complete recording directory, in order."""
@@ -176,8 +183,10 @@ class Spool:
                 continue
             try:
                 meta = json.loads((path / META).read_bytes())
+                mode = meta.get("audio_mode")
                 found.append(Recording(meta["recording_id"], meta["teacher_id"],
-                                       meta["recipient"], int(meta["sequence"]), path))
+                                       meta["recipient"], int(meta["sequence"]), path,
+                                       audio_mode=mode if isinstance(mode, str) else None))
             except (OSError, ValueError, KeyError, TypeError) as e:
                 log.error("spool: %s is unreadable, left in place: %s", path.name, e)
         with self._lock:
