@@ -237,11 +237,11 @@ class SlowToCreate(Spool):
         self.created = threading.Event()
         self.release = threading.Event()
 
-    def new_recording(self, teacher_id, recipient):
+    def new_recording(self, teacher_id, recipient, audio_mode=None):
         self.creating.set()
         self.release.wait(5)
         try:
-            return super().new_recording(teacher_id, recipient)
+            return super().new_recording(teacher_id, recipient, audio_mode)
         finally:
             self.created.set()
 
