@@ -53,6 +53,9 @@ class Reason(enum.StrEnum):
     NO_USER_VERIFICATION = "PIN not verified by the key"
     COUNTER_NOT_INCREASING = "signature counter did not increase"
     PAUSED_BY_ANOTHER = "paused by another teacher"
+    # A teacher whose card names a security key starts only with it, never with a token signed
+    # by the key file on their computer.
+    SECURITY_KEY_REQUIRED = "use your security key"
 
 
 class TokenRejected(Exception):
@@ -107,6 +110,8 @@ class TokenVerifier:
         card = self._roster.get(teacher_id)
         if card is None:
             raise TokenRejected(Reason.UNKNOWN_TEACHER)
+        if card.security_key is not None:
+            raise TokenRejected(Reason.SECURITY_KEY_REQUIRED, "a token, not an assertion")
         check_time = self._clock_synchronised()
         try:
             claims = jwt.decode(
