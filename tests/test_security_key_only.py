@@ -9,7 +9,10 @@ from formats.starttoken import mint
 from hwsim.invariants import device_intervals
 from hwsim.lab import DEVICE_ID, Lab
 from tests.fido_keys import signing_key
-from tests.test_fido_assertion import good, refused, room, run  # noqa: F401 (room: a fixture)
+from tests import test_fido_assertion as fido
+from tests.test_fido_assertion import good, refused, run
+
+room = fido.room  # the fixture: a lab whose teachers have security keys in their cards
 
 
 def token_from_key_file(lab: Lab, teacher_id: str = "t-evans"):
