@@ -243,14 +243,21 @@ class RunningUnit:
             time.sleep(0.01)
         raise TimeoutError(f"unit did not reach {state!r}; it is {self.state()!r}")
 
-    def lesson(self, teacher: str | None = None, seconds: float = 0.5) -> dict:
-        """Press, type the PIN, record for `seconds`, press stop; returns the pad's result."""
+    def start_recording(self, teacher: str | None = None) -> dict:
+        """Press, type the teacher's PIN and, if the unit took it, wait until it records;
+        returns the pad's result."""
         teacher = teacher or next(iter(self.lab.teachers))
         self.control("press")
         self.wait_state("armed")
         result = self.control("pin", teacher=teacher, pin=self.lab.teachers[teacher])["result"]
         if result["ok"]:
             self.wait_state("recording")
+        return result
+
+    def lesson(self, teacher: str | None = None, seconds: float = 0.5) -> dict:
+        """Press, type the PIN, record for `seconds`, press stop; returns the pad's result."""
+        result = self.start_recording(teacher)
+        if result["ok"]:
             time.sleep(seconds)  # the lesson's length: nothing to wait for
             self.control("press")
             self.wait_state("idle")

@@ -17,10 +17,7 @@ def test_a_manifest_written_after_a_power_cut_names_the_recordings_audio_mode(
     lab.settings["audio"] = {"mode": mode}
     lab.write_config()
     with lab.daemon() as unit:
-        unit.control("press")
-        unit.wait_state("armed")
-        unit.control("pin", teacher="t-evans", pin="432187")
-        unit.wait_state("recording")
+        assert unit.start_recording("t-evans")["ok"]
         deadline = time.monotonic() + 20
         while not list(lab.spool_dir.glob("*/seg-*.ts.age")):  # one segment sealed
             assert time.monotonic() < deadline, "no segment was sealed"
