@@ -39,7 +39,6 @@ from appliance.health.checks import active_checks
 from appliance.health.doctor import serve_doctor, socket_path
 from appliance.health.journal import hold_lines, stop_holding
 from appliance.health.notify import Supervisor
-from appliance.health.publisher import HealthPublisher
 from appliance.health.service import HealthService
 
 MB = 1024 * 1024
@@ -169,7 +168,8 @@ async def serve(config: Config, hw: Hardware, client: UploadClient | None = None
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     publisher = None
-    if config.health.broker:
+    if config.health.broker:  # paho-mqtt is imported only by a unit that publishes
+        from appliance.health.publisher import HealthPublisher
         publisher = HealthPublisher(config.health, config.device.id, __version__)
         publisher.start()  # paho's thread; the unit works the same with or without a broker
     supervisor.ready()

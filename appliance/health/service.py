@@ -17,15 +17,18 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from appliance import __version__
 from appliance.config import Config
 from appliance.health.checks import Check, UnitView, passive_checks
 from appliance.health.journal import HeldLines
 from appliance.health.notify import Supervisor
-from appliance.health.publisher import HealthPublisher
 from appliance.health.report import HealthReport, scrub
 from appliance.health.schedule import FixedPeriod
+
+if TYPE_CHECKING:  # paho-mqtt is imported only by a unit that publishes to a broker
+    from appliance.health.publisher import HealthPublisher
 
 log = logging.getLogger("health")
 
