@@ -42,7 +42,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
-from fido2.webauthn import AuthenticatorData
 
 from appliance.roster import Roster
 from appliance.token import ACTIONS, Reason, StartToken, TokenRejected
@@ -89,6 +88,7 @@ class AssertionVerifier:
             raise TokenRejected(Reason.UNKNOWN_CREDENTIAL, "the card names no security key")
         if not secrets.compare_digest(assertion.credential_id, credential.credential_id):
             raise TokenRejected(Reason.UNKNOWN_CREDENTIAL)
+        from fido2.webauthn import AuthenticatorData  # only when a security key is used
         try:
             auth = AuthenticatorData(assertion.authenticator_data)
         except Exception as e:  # fido2's parser raises what its input provokes

@@ -28,7 +28,6 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fido2.ctap import CtapError
 
 from formats.card import SECURITY_KEY_RP_ID, strict_json
 from formats.ids import is_device_id, is_teacher_id
@@ -153,6 +152,7 @@ def parse_message(inner: object) -> Assertion:
 def ctap_reason(code: int, client_pin: ClientPin | None = None) -> str:
     """A short reason for a CTAP error `code` from a security key. After a wrong PIN, `client_pin`
     (if given) is asked how many tries are left."""
+    from fido2.ctap import CtapError  # on the pad or the teacher's computer, with a key
     err = CtapError.ERR
     if code == err.PIN_INVALID:
         if client_pin is None:

@@ -38,19 +38,20 @@ from __future__ import annotations
 import json
 import unicodedata
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 import pyrage
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric import ec
-from fido2 import cbor
-from fido2.cose import ES256, CoseKey, EdDSA
 from jwt.utils import base64url_decode
 
 from formats import ids
 from formats.keytext import b64, ed25519_public_key, fingerprint, raw_public, unb64
+
+if TYPE_CHECKING:  # python-fido2 is imported for a card that names a security key, only
+    from fido2.cose import CoseKey
 
 CARD_VERSION = 2
 MAX_CARD_BYTES = 4096
@@ -82,6 +83,7 @@ class SecurityKeyCredential:
 
     def as_field(self) -> dict:
         """The card's `security_key` field."""
+        from fido2 import cbor
         return {"rp_id": SECURITY_KEY_RP_ID, "credential_id": b64(self.credential_id),
                 "public_key": b64(cbor.encode(dict(self.public_key)))}
 
@@ -248,6 +250,7 @@ def _security_key(field: object) -> SecurityKeyCredential:
                            f"{sorted(_SECURITY_KEY_FIELDS)}")
     if field["rp_id"] != SECURITY_KEY_RP_ID:
         raise CardRejected(f"security_key rp_id must be {SECURITY_KEY_RP_ID!r}")
+    from fido2 import cbor
     try:
         credential_id = unb64(field["credential_id"])
         encoded = unb64(field["public_key"])
@@ -262,6 +265,7 @@ def _security_key(field: object) -> SecurityKeyCredential:
 
 
 def _cose_key(cose: dict) -> CoseKey:
+    from fido2.cose import ES256, EdDSA
     try:
         if cose == {1: 2, 3: ES256.ALGORITHM, -1: 1, -2: cose.get(-2), -3: cose.get(-3)}:
             x, y = cose[-2], cose[-3]

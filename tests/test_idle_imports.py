@@ -1,8 +1,9 @@
 """What an idle daemon holds in memory (bench/README.md, "idle daemon RSS"): importing the daemon
 and the backends it finds by name loads no library that only some units, or only a recording,
 need. Those are imported where they are used: the media libraries when a recording starts,
-pyserial when the pad is on a serial line, paho-mqtt when health goes to a broker, the pad
-service in its own process (classcam-pinpad; in the simulator, when it runs one)."""
+pyserial when the pad is on a serial line, paho-mqtt when health goes to a broker,
+python-fido2 for a card that names a security key (the lab's do not), the pad service in its
+own process (classcam-pinpad; in the simulator, when it runs one)."""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # Top-level modules the daemon must not import until it needs them.
 NOT_WHILE_IDLE = ("av", "numpy", "cv2", "PIL", "sounddevice", "serial", "serial_asyncio_fast",
-                  "paho", "pinpad", "evdev", "picamera2")
+                  "paho", "fido2", "pinpad", "evdev", "picamera2")
 
 
 def _loaded(*modules: str) -> set[str]:
