@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import threading
 
-import numpy as np
-
 from appliance.notice import NoticeUnavailable, Sound
 
 CHUNK_S = 0.05
@@ -55,6 +53,7 @@ class SoundDeviceSpeaker:
 def resample(sound: Sound, rate: int) -> Sound:
     """`sound` at `rate`, through FFmpeg's resampler (libswresample)."""
     import av
+    import numpy as np
     frame = av.AudioFrame.from_ndarray(np.frombuffer(sound.pcm, "<i2").reshape(1, -1),
                                        format="s16", layout="mono")
     frame.sample_rate = sound.rate

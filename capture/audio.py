@@ -28,10 +28,12 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from capture.devices import CaptureError
+
+if TYPE_CHECKING:  # numpy is imported when a microphone is read, not when the daemon starts
+    import numpy as np
 
 BLOCK_S = 0.02          # the reader thread takes the microphone's samples 20 ms at a time
 BUFFER_S = 5.0          # what the queue holds while the capture chain does not read
@@ -178,6 +180,7 @@ class SoundDeviceMicrophone:
         if self._persisting():
             raise CaptureError(f"{self.name}: input overflowed {MAX_OVERFLOWS} times within "
                                f"{OVERFLOW_WINDOW_S:g} s; samples were lost")
+        import numpy as np
         data = np.concatenate(self._held)
         self._held = [data[samples:]] if held > samples else []
         return data[:samples]
@@ -222,6 +225,7 @@ class SoundDeviceMicrophone:
             if self._gap:
                 # Samples were lost from a full queue: as many zeros keep the sound in time with
                 # the picture.
+                import numpy as np
                 self._blocks.put_nowait(np.zeros(self._gap, np.float32))
                 self._gap = 0
             self._blocks.put_nowait(block)

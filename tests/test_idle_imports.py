@@ -19,10 +19,12 @@ NOT_WHILE_IDLE = ("av", "numpy", "cv2", "PIL", "sounddevice", "serial", "serial_
                   "paho", "fido2", "pinpad", "evdev", "picamera2")
 
 
-def _loaded(*modules: str) -> set[str]:
-    """The top-level modules in sys.modules after importing `modules` in a fresh interpreter."""
+def _loaded(*modules: str, then: str = "") -> set[str]:
+    """The top-level modules in sys.modules after importing `modules` (and running `then`) in a
+    fresh interpreter."""
     code = ("import importlib, json, sys\n"
             f"for name in {list(modules)!r}: importlib.import_module(name)\n"
+            f"{then}\n"
             "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           check=True)
@@ -34,3 +36,11 @@ def test_the_daemon_and_its_backend_import_no_library_an_idle_unit_does_not_use(
     loaded = _loaded("appliance.cli", "appliance.daemon", backend)
     assert loaded & set(NOT_WHILE_IDLE) == set()
     assert {"appliance", "uploader", "jwt"} <= loaded  # the check sees what is imported
+
+
+def test_the_pis_sound_devices_at_start_up_load_no_numpy():
+    """What the Pi backend does at start-up for sound: its speaker and microphone modules, and
+    PortAudio initialised (so that its first use prints nothing during a lesson, P9)."""
+    loaded = _loaded("appliance.speaker", "capture.audio",
+                     then="from capture import audio; audio.initialise()")
+    assert loaded & set(NOT_WHILE_IDLE) == {"sounddevice"}  # PortAudio, and nothing more
