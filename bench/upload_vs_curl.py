@@ -16,7 +16,7 @@ the same set for every way. Each round runs every way once, in a rotated order:
                          process, one TLS connection reused for every PUT (checked with
                          %{num_connects}); `Expect:` off so curl does not wait for 100-continue
   curl, one per file     one curl process per file: adds exec and a TLS handshake per file
-  ours, default chunk    one `UploadClient` (one requests Session) in a child process, `put` for
+  ours, default chunk    one `UploadClient` (one urllib3 PoolManager) in a child process, `put` for
                          each file; chunk_bytes 16 MiB, so each 64 MiB file goes as a HEAD plus
                          four Content-Range PUTs (curl does not do ranges)
   ours, one PUT per file the same with chunk_bytes larger than any file: like for like with curl
