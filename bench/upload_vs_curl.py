@@ -338,7 +338,7 @@ def _child_ours(params: dict) -> int:
 def _connections_opened(client) -> int | str:
     """How many connections the client's urllib3 pools opened (a look inside, for the table)."""
     try:
-        pools = client._session.get_adapter(client._base).poolmanager.pools
+        pools = client._pool.pools
         return sum(pools[key].num_connections for key in pools.keys())
     except (AttributeError, KeyError, TypeError):
         return "?"
