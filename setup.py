@@ -32,7 +32,10 @@ setup(
         # encoder's own flag).
         "av>=17",
         "numpy>=1.24",
-        "requests>=2.31",
+        # The upload client (uploader/client.py): urllib3 directly, not requests on top of it
+        # (a few MiB less in the idle daemon); certifi: the default CAs, as requests had.
+        "urllib3>=2.0",
+        "certifi",
         "tenacity>=8.2",
         # The pad service: the USB keypad (evdev, grabbed) and Argon2id (cryptography>=44).
         # 1.6: Debian 12's python3-evdev, which the Debian package uses (PyPI has only sources).

@@ -16,7 +16,7 @@ the same set for every way. Each round runs every way once, in a rotated order:
                          process, one TLS connection reused for every PUT (checked with
                          %{num_connects}); `Expect:` off so curl does not wait for 100-continue
   curl, one per file     one curl process per file: adds exec and a TLS handshake per file
-  ours, default chunk    one `UploadClient` (one requests Session) in a child process, `put` for
+  ours, default chunk    one `UploadClient` (one urllib3 PoolManager) in a child process, `put` for
                          each file; chunk_bytes 16 MiB, so each 64 MiB file goes as a HEAD plus
                          four Content-Range PUTs (curl does not do ranges)
   ours, one PUT per file the same with chunk_bytes larger than any file: like for like with curl
@@ -338,7 +338,7 @@ def _child_ours(params: dict) -> int:
 def _connections_opened(client) -> int | str:
     """How many connections the client's urllib3 pools opened (a look inside, for the table)."""
     try:
-        pools = client._session.get_adapter(client._base).poolmanager.pools
+        pools = client._pool.pools
         return sum(pools[key].num_connections for key in pools.keys())
     except (AttributeError, KeyError, TypeError):
         return "?"

@@ -21,17 +21,21 @@ from __future__ import annotations
 
 import email.utils
 import ipaddress
+import json
 import re
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from collections.abc import Callable
 from urllib.parse import quote, urlsplit
 
-import requests
-from requests.adapters import HTTPAdapter
+import certifi
+import urllib3
+from urllib3.exceptions import (ClosedPoolError, HTTPError, MaxRetryError, NewConnectionError,
+                                ProtocolError, ProxyError, SSLError)
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 BLOCK = 256 * 1024  # bytes per socket write: small blocks cost Python calls, big ones memory
 
@@ -102,20 +106,21 @@ class UploadClient:
         _check_url(settings)
         self._s = settings
         self._base = settings.url.rstrip("/")
-        self._session = requests.Session()
+        # One pool per host (only the configured one is ever asked), its connections kept alive
+        # across puts. Without a `ca_bundle`, the CAs requests trusted by default (certifi's).
         # Retries belong to the worker (with backoff that honours Retry-After); here, none.
-        adapter = _BlockAdapter(max_retries=0)
-        self._session.mount("https://", adapter)
-        self._session.mount("http://", adapter)
-        # Passed on every request: a Session's own `verify` loses to $REQUESTS_CA_BUNDLE.
-        self._verify: str | bool = str(settings.ca_bundle) if settings.ca_bundle else True
-        if settings.client_cert is not None:
-            self._session.cert = (str(settings.client_cert), str(settings.client_key))
-        self._timeout = (settings.connect_timeout_s, settings.read_timeout_s)
+        self._pool = urllib3.PoolManager(
+            num_pools=1, blocksize=BLOCK, retries=False,
+            timeout=urllib3.Timeout(connect=settings.connect_timeout_s,
+                                    read=settings.read_timeout_s),
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=str(settings.ca_bundle) if settings.ca_bundle else certifi.where(),
+            cert_file=str(settings.client_cert) if settings.client_cert else None,
+            key_file=str(settings.client_key) if settings.client_key else None)
         self._pace = _Pacer(settings.bandwidth_bps)
 
     def close(self) -> None:
-        self._session.close()
+        self._pool.clear()
 
     def put(self, target: UploadTarget, progress: Callable[[], None] = lambda: None,
             cancel: threading.Event | None = None) -> Stored:
@@ -135,7 +140,7 @@ class UploadClient:
             end = min(offset + self._s.chunk_bytes, target.size)
             ranged = dict(headers, **{"Content-Range": f"bytes {offset}-{end - 1}/{target.size}"})
             response = self._request(sending, "PUT", url, target, offset, end - offset, ranged)
-            if response.status_code in (202, 416):  # 416: the server is elsewhere; go there
+            if response.status in (202, 416):  # 416: the server is elsewhere; go there
                 offset = self._offset(response, target.size)
                 continue
             return self._stored(response)
@@ -152,15 +157,13 @@ class UploadClient:
     def _request(self, sending: _Sending, method: str, url: str,
                  target: UploadTarget | None = None, offset: int = 0, length: int = 0,
                  headers: dict[str, str] | None = None,
-                 answers: frozenset[int] = frozenset({416})) -> requests.Response:
+                 answers: frozenset[int] = frozenset({416})) -> _Response:
         """One request; a 4xx not in `answers`, or any 3xx, is `Refused`; a 5xx, 408 or 429
         `RetryLater`."""
         try:
             sending.check()
             if target is None:
-                response = self._session.request(method, url, headers=headers,
-                                                 timeout=self._timeout, verify=self._verify,
-                                                 allow_redirects=False)
+                response = self._send(method, url, None, headers or {})
             else:
                 try:
                     f = open(target.path, "rb")
@@ -169,38 +172,40 @@ class UploadClient:
                 with f:
                     f.seek(offset)
                     body = _FileSlice(f, length, self._pace, sending)
-                    response = self._session.request(method, url, data=body, headers=headers,
-                                                     timeout=self._timeout, verify=self._verify,
-                                                     allow_redirects=False)
+                    # An explicit Content-Length: urllib3 would send a file-like body chunked.
+                    response = self._send(method, url, body,
+                                          dict(headers or {}, **{"Content-Length": str(length)}))
         except _Cancelled:
             raise Gone("the send was cancelled") from None
-        except requests.exceptions.SSLError as e:
-            raise RetryLater(f"TLS: {_short(e)}") from None
-        except requests.exceptions.Timeout:
-            raise RetryLater("the server did not answer in time") from None
-        except requests.exceptions.ConnectionError as e:
-            raise RetryLater(f"cannot reach the server: {_short(e)}") from None
-        except requests.exceptions.RequestException as e:
-            raise RetryLater(f"request failed: {_short(e)}") from None
+        except HTTPError as e:
+            raise RetryLater(_failure(e)) from None
         except OSError as e:  # reading the file while sending it
             raise RetryLater(f"cannot read {target.name if target else url}: {e}") from None
         sending.progress()
-        if response.status_code in (408, 429) or response.status_code >= 500:
-            raise RetryLater(f"server answered {response.status_code} {response.reason}",
+        if response.status in (408, 429) or response.status >= 500:
+            raise RetryLater(f"server answered {response.status} {response.reason}",
                              _retry_after(response.headers.get("Retry-After")))
-        if 300 <= response.status_code < 400:
+        if 300 <= response.status < 400:
             # Followed, a redirect would take the file (or, as a GET, its hash) and the unit's
             # certificate to another host, whose 200 would then count as "stored".
-            raise Refused(f"server answered {response.status_code} {response.reason}: a "
+            raise Refused(f"server answered {response.status} {response.reason}: a "
                           "redirect, which the unit never follows")
-        if response.status_code >= 400 and response.status_code not in answers:
-            raise Refused(f"server answered {response.status_code} {response.reason}: "
+        if response.status >= 400 and response.status not in answers:
+            raise Refused(f"server answered {response.status} {response.reason}: "
                           f"{_error_text(response)}")
         return response
 
+    def _send(self, method: str, url: str, body: _FileSlice | None,
+              headers: dict[str, str]) -> _Response:
+        """One exchange on a kept-alive connection: no retry, no redirect followed, the
+        answer read whole (answers are small JSON). A `_Cancelled` from the body's read passes
+        through urllib3 unwrapped, and urllib3 drops that connection."""
+        return self._pool.urlopen(method, url, body=body, headers=headers, redirect=False,
+                                  retries=False, preload_content=True)
+
     def _resume_offset(self, sending: _Sending, url: str) -> int | Stored:
         response = self._request(sending, "HEAD", url, answers=frozenset({404}))
-        if response.status_code == 404:  # nothing of it there yet
+        if response.status == 404:  # nothing of it there yet
             return 0
         if "X-Classcam-SHA256" in response.headers:
             return Stored(response.headers["X-Classcam-SHA256"],
@@ -210,20 +215,20 @@ class UploadClient:
         except (KeyError, ValueError):
             raise RetryLater("server's HEAD answer has no offset") from None
 
-    def _offset(self, response: requests.Response, size: int) -> int:
+    def _offset(self, response: _Response, size: int) -> int:
         try:
-            offset = int(response.json()["offset"])
+            offset = int(_json(response)["offset"])
         except (ValueError, KeyError, TypeError):
-            raise RetryLater(f"server's {response.status_code} answer has no offset") from None
+            raise RetryLater(f"server's {response.status} answer has no offset") from None
         if not 0 <= offset < size:
             raise Refused(f"server asks for offset {offset} of a {size}-byte file")
         return offset
 
-    def _stored(self, response: requests.Response) -> Stored:
-        if response.status_code not in (200, 201):
-            raise RetryLater(f"unexpected answer {response.status_code} {response.reason}")
+    def _stored(self, response: _Response) -> Stored:
+        if response.status not in (200, 201):
+            raise RetryLater(f"unexpected answer {response.status} {response.reason}")
         try:
-            answer = response.json()
+            answer = _json(response)
             return Stored(str(answer["sha256"]), int(answer["size"]))
         except (ValueError, KeyError, TypeError):
             raise RetryLater("server's answer has no sha256") from None
@@ -263,7 +268,7 @@ class _FileSlice:
         self._pace = pace
         self._sending = sending
 
-    def __len__(self) -> int:  # requests sends a Content-Length, not a chunked body
+    def __len__(self) -> int:
         return self._left
 
     def read(self, n: int = -1) -> bytes:
@@ -310,14 +315,6 @@ class _Pacer:
             time.sleep(delay)
 
 
-class _BlockAdapter(HTTPAdapter):
-    """Sends bodies in `BLOCK`-sized writes instead of urllib3's 16 KiB."""
-
-    def init_poolmanager(self, *args, **kwargs):
-        kwargs["blocksize"] = BLOCK
-        super().init_poolmanager(*args, **kwargs)
-
-
 def _check_url(s: UploadSettings) -> None:
     parts = urlsplit(s.url)
     if parts.scheme == "https" and parts.hostname:
@@ -354,17 +351,37 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _error_text(response: requests.Response) -> str:
+_Response = urllib3.BaseHTTPResponse
+
+
+def _json(response: _Response) -> Any:
+    """The answer's body as JSON; `ValueError` (json's own, or a bad encoding) if it is not."""
+    return json.loads(response.data)
+
+
+def _error_text(response: _Response) -> str:
     try:
-        return str(response.json().get("error", ""))[:200]
+        answer = _json(response)
+        return str(answer.get("error", "") if isinstance(answer, dict) else answer)[:200]
     except ValueError:
-        return response.text[:200]
+        return response.data.decode("utf-8", "replace")[:200]
+
+
+def _failure(e: HTTPError) -> str:
+    """Why a request got no answer, on one line, as requests named its errors."""
+    cause = e.reason if isinstance(e, MaxRetryError) and e.reason is not None else e
+    if isinstance(cause, SSLError):
+        return f"TLS: {_short(cause)}"
+    if isinstance(cause, NewConnectionError):  # a subclass of ConnectTimeoutError, yet no timeout
+        return f"cannot reach the server: {_short(cause)}"
+    if isinstance(cause, Urllib3Timeout):
+        return "the server did not answer in time"
+    if isinstance(cause, ProtocolError | ProxyError | ClosedPoolError):
+        return f"cannot reach the server: {_short(cause)}"
+    return f"request failed: {_short(cause)}"
 
 
 def _short(e: Exception) -> str:
-    """The reason inside a requests error, on one short line: urllib3 wraps the cause in a
-    MaxRetryError whose `reason` is the real one, prefixed with the connection's repr."""
-    reason = e.args[0] if e.args and isinstance(e.args[0], Exception) else e
-    reason = getattr(reason, "reason", None) or reason
-    text = re.sub(r"^<[^>]*>: ", "", str(reason) or type(reason).__name__)
+    """An error's text on one short line, without the connection's repr urllib3 puts first."""
+    text = re.sub(r"^<[^>]*>: ", "", str(e) or type(e).__name__)
     return text.replace("\n", " ")[:200]
