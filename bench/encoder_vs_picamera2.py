@@ -278,6 +278,7 @@ def idle_daemon_rss_mib(upload: bool = False, sim: dict | None = None) -> float:
         lab = Lab.create(root, teachers={"t-evans": "432187"},
                          sim={"pad_keystore": None, "security_keys": None, **(sim or {})})
         with contextlib.ExitStack() as stack:
+            stack.enter_context(_malloc_as_the_unit_file_sets_it())
             if upload:
                 stack.enter_context(lab.account())
             unit = stack.enter_context(lab.daemon())
@@ -285,6 +286,25 @@ def idle_daemon_rss_mib(upload: bool = False, sim: dict | None = None) -> float:
             return proc_status(unit.proc.pid)["VmRSS"] / 1024
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _malloc_as_the_unit_file_sets_it():
+    """The unit file's MALLOC_* environment (systemd/classcam.service), for the daemon started
+    meanwhile (it inherits this process's environment)."""
+    unit = (ROOT / "systemd" / "classcam.service").read_text().splitlines()
+    settings = dict(line.removeprefix("Environment=").split("=", 1) for line in unit
+                    if line.startswith("Environment=MALLOC_"))
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 SIDES = {"peer": picamera2_software_path,
