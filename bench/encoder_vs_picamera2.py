@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=500, help="frames per run")
     parser.add_argument("--distinct", type=int, default=50, help="distinct pre-rendered frames")
-    parser.add_argument("--reps", type=int, default=3, help="peer/ours pairs, alternated")
+    parser.add_argument("--reps", type=int, default=7, help="rounds of the three sides, in turning order")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-instructions", action="store_true",
                         help="skip the instruction counts under Valgrind")
