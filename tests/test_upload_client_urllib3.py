@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import tracemalloc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +19,8 @@ from pathlib import Path
 import pytest
 
 import uploader.client
-from uploader.client import BLOCK, Refused, UploadClient, UploadSettings, UploadTarget
+from uploader.client import (BLOCK, Refused, RetryLater, UploadClient, UploadSettings,
+                             UploadTarget)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -140,3 +142,44 @@ def test_a_redirect_elsewhere_is_refused_and_never_followed(tmp_path, ranged):
             witness.accept()  # nobody ever knocked at the redirect's target
     finally:
         witness.close()
+
+
+def test_an_answer_longer_than_the_limit_is_a_retry_and_is_not_read_whole(tmp_path):
+    """A server whose answer is megabytes long (a lie, or a mistake) does not fill the unit's
+    memory: at most `MAX_ANSWER` bytes of it are read, and the upload is tried again later."""
+    t = _target(tmp_path, 10_000)
+    huge = b" " * (8 * 1024 * 1024)
+
+    def endless(handler, body: bytes):
+        return 201, {"Content-Type": "application/json"}, huge
+
+    with _server(endless) as server:
+        client = _client(server)
+        try:
+            tracemalloc.start()
+            with pytest.raises(RetryLater, match="longer than 64 KiB"):
+                client.put(t)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+            client.close()
+    assert peak < 1024 * 1024  # the 8 MiB answer was never held
+
+
+def test_a_short_answer_leaves_the_connection_for_the_next_request(tmp_path):
+    t = _target(tmp_path, 10_000)
+    ports: list[int] = []
+
+    def stored(handler, body: bytes):
+        ports.append(handler.client_address[1])
+        return 201, {}, json.dumps({"sha256": hashlib.sha256(body).hexdigest(),
+                                    "size": len(body)}).encode()
+
+    with _server(stored) as server:
+        client = _client(server)
+        try:
+            for _ in range(3):
+                assert client.put(t).sha256 == t.sha256
+        finally:
+            client.close()
+    assert len(ports) == 3 and len(set(ports)) == 1  # one kept-alive connection

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from urllib.parse import quote, urlsplit
 
 import certifi
@@ -38,6 +38,9 @@ from urllib3.exceptions import (ClosedPoolError, HTTPError, MaxRetryError, NewCo
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 BLOCK = 256 * 1024  # bytes per socket write: small blocks cost Python calls, big ones memory
+# The longest answer read: the server's answers are a few hundred bytes of JSON, and a server
+# that sends more (a lie, or a mistake) must not fill the memory of a unit that may be recording.
+MAX_ANSWER = 64 * 1024
 
 
 class UploadError(Exception):
@@ -157,7 +160,7 @@ class UploadClient:
     def _request(self, sending: _Sending, method: str, url: str,
                  target: UploadTarget | None = None, offset: int = 0, length: int = 0,
                  headers: dict[str, str] | None = None,
-                 answers: frozenset[int] = frozenset({416})) -> _Response:
+                 answers: frozenset[int] = frozenset({416})) -> _Answer:
         """One request; a 4xx not in `answers`, or any 3xx, is `Refused`; a 5xx, 408 or 429
         `RetryLater`."""
         try:
@@ -196,12 +199,23 @@ class UploadClient:
         return response
 
     def _send(self, method: str, url: str, body: _FileSlice | None,
-              headers: dict[str, str]) -> _Response:
+              headers: dict[str, str]) -> _Answer:
         """One exchange on a kept-alive connection: no retry, no redirect followed, the
-        answer read whole (answers are small JSON). A `_Cancelled` from the body's read passes
-        through urllib3 unwrapped, and urllib3 drops that connection."""
-        return self._pool.urlopen(method, url, body=body, headers=headers, redirect=False,
-                                  retries=False, preload_content=True)
+        answer read whole if it is at most `MAX_ANSWER` bytes (else `RetryLater`, and the
+        connection is dropped unread). A `_Cancelled` from the body's read passes through
+        urllib3 unwrapped, and urllib3 drops that connection."""
+        response = self._pool.urlopen(method, url, body=body, headers=headers, redirect=False,
+                                      retries=False, preload_content=False)
+        try:
+            data = response.read(MAX_ANSWER + 1)
+            if len(data) > MAX_ANSWER:
+                raise RetryLater(f"server's {response.status} answer is longer than "
+                                 f"{MAX_ANSWER // 1024} KiB")
+        finally:
+            # Read to its end, the connection has gone back to the pool (urllib3 releases it
+            # then) and stays open for the next request; else this drops it, unread.
+            response.close()
+        return _Answer(response.status, response.reason or "", response.headers, data)
 
     def _resume_offset(self, sending: _Sending, url: str) -> int | Stored:
         response = self._request(sending, "HEAD", url, answers=frozenset({404}))
@@ -215,7 +229,7 @@ class UploadClient:
         except (KeyError, ValueError):
             raise RetryLater("server's HEAD answer has no offset") from None
 
-    def _offset(self, response: _Response, size: int) -> int:
+    def _offset(self, response: _Answer, size: int) -> int:
         try:
             offset = int(_json(response)["offset"])
         except (ValueError, KeyError, TypeError):
@@ -224,7 +238,7 @@ class UploadClient:
             raise Refused(f"server asks for offset {offset} of a {size}-byte file")
         return offset
 
-    def _stored(self, response: _Response) -> Stored:
+    def _stored(self, response: _Answer) -> Stored:
         if response.status not in (200, 201):
             raise RetryLater(f"unexpected answer {response.status} {response.reason}")
         try:
@@ -351,15 +365,22 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-_Response = urllib3.BaseHTTPResponse
+@dataclass(frozen=True)
+class _Answer:
+    """A server's answer, read whole (it is at most `MAX_ANSWER` bytes)."""
+
+    status: int
+    reason: str
+    headers: Mapping[str, str]
+    data: bytes
 
 
-def _json(response: _Response) -> Any:
+def _json(response: _Answer) -> Any:
     """The answer's body as JSON; `ValueError` (json's own, or a bad encoding) if it is not."""
     return json.loads(response.data)
 
 
-def _error_text(response: _Response) -> str:
+def _error_text(response: _Answer) -> str:
     try:
         answer = _json(response)
         return str(answer.get("error", "") if isinstance(answer, dict) else answer)[:200]
