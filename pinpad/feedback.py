@@ -7,8 +7,10 @@ short tones from its own sound output:
     one long low tone          refused: wrong PIN, locked, unknown number, no challenge, or the
                                unit's refusal
 
-A tone that cannot play (no sound device, or the device is busy with the unit's notice) is
-skipped with a journal line once; it never holds up the pad.
+The sound output is checked once, when the service starts: a missing one is the journal line
+then. A tone that cannot play later (the device is busy with the unit's notice, or has gone) is
+skipped without one, since a line then would be timed by a teacher's key press (P9); it never
+holds up the pad.
 """
 from __future__ import annotations
 
@@ -34,7 +36,12 @@ class ToneFeedback(Feedback):
     """Tones through the default sound output (sounddevice/PortAudio, ALSA on a Pi)."""
 
     def __init__(self) -> None:
-        self._failed = False
+        # Now, when the service starts: PortAudio's first use, and any line about it (P9).
+        try:
+            import sounddevice
+            sounddevice.query_devices(kind="output")
+        except Exception as e:  # noqa: BLE001 - without a sound output the pad only has no tones
+            log.warning("pad feedback: no sound output for tones: %s", e)
 
     def prompt(self) -> None:
         self._play([(1320, 0.08)])
@@ -62,7 +69,5 @@ class ToneFeedback(Feedback):
             # the unit forbids (MemoryDenyWriteExecute=yes).
             with sounddevice.OutputStream(samplerate=RATE, channels=1, dtype="float32") as out:
                 out.write(np.concatenate(parts).astype(np.float32))
-        except Exception as e:  # noqa: BLE001 - any failure of a tone is only a missing tone
-            if not self._failed:
-                self._failed = True
-                log.warning("pad feedback: cannot play tones: %s", e)
+        except Exception:  # noqa: BLE001 - a tone that fails is only a missing tone (see above)
+            pass
