@@ -37,11 +37,11 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import pyrage  # noqa: E402
 
-from capture.devices import CaptureError  # noqa: E402
-from capture.pipeline import CameraFrame, CaptureSettings, Recorder  # noqa: E402
+from capture.pipeline import CaptureSettings, Recorder  # noqa: E402
 from capture.sealing import SealingSink  # noqa: E402
 from hwsim.capture import TONE_HZ, TONE_LEVEL, background, draw_frame  # noqa: E402
 from procstat import ProcWatcher, loadavg, proc_status  # noqa: E402
+from sources import LoopCamera, SourceEnded  # noqa: E402
 
 OUT = ROOT / "bench" / "out" / "capture_vs_ffmpeg"
 WIDTH, HEIGHT, FPS, RATE = 1280, 720, 25, 48000
@@ -207,34 +207,6 @@ def run_ours(k: int, seconds: int, out_dir: Path, recipient: str) -> dict:
     return result
 
 
-class _SourceEnded(CaptureError):
-    """The benchmark's camera has given every frame it was asked for."""
-
-
-class LoopCamera:
-    """Pre-rendered frames, looped, as fast as they are taken; ends after `total`."""
-
-    name = "camera"
-
-    def __init__(self, frames: list[np.ndarray], total: int):
-        self._frames, self._total, self.n = frames, total, 0
-        self.ended = threading.Event()
-
-    def open(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    def read(self, timeout: float) -> CameraFrame:
-        import av
-        if self.n >= self._total:
-            self.ended.set()
-            raise _SourceEnded("source ended")
-        image = self._frames[self.n % len(self._frames)]
-        self.n += 1
-        return CameraFrame(av.VideoFrame.from_numpy_buffer(image, format="yuv420p"),
-                           self.n * 1_000_000_000 // FPS)
-
-
 class LoopMicrophone:
     """One second of tone, looped."""
 
@@ -256,7 +228,7 @@ class LoopMicrophone:
 def _child_ours(params: dict) -> int:
     frames, tone = render_source(params["k"])
     total = params["seconds"] * FPS
-    camera, microphone = LoopCamera(frames, total), LoopMicrophone(tone)
+    camera, microphone = LoopCamera(frames, total, FPS), LoopMicrophone(tone)
     # VmHWM, not ru_maxrss: a child's ru_maxrss starts from its parent's (vfork + exec).
     rss_before = proc_status(os.getpid())["VmHWM"]
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -267,7 +239,7 @@ def _child_ours(params: dict) -> int:
     entries = recorder.stop()
     wall = time.perf_counter() - t0
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
-    if not isinstance(recorder.error, _SourceEnded) or recorder.frames != total:
+    if not isinstance(recorder.error, SourceEnded) or recorder.frames != total:
         print(f"recording failed: {recorder.error!r}, {recorder.frames} frames", file=sys.stderr)
         return 1
     print(json.dumps({

@@ -48,7 +48,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -61,10 +60,10 @@ import av  # noqa: E402
 import numpy as np  # noqa: E402
 import pyrage  # noqa: E402
 
-from capture.devices import CaptureError  # noqa: E402
-from capture.pipeline import CameraFrame, CaptureSettings, Recorder  # noqa: E402
+from capture.pipeline import CaptureSettings, Recorder  # noqa: E402
 from hwsim.capture import background, draw_frame  # noqa: E402
 from procstat import loadavg, proc_status  # noqa: E402
+from sources import LoopCamera, SourceEnded  # noqa: E402
 
 OUT = ROOT / "bench" / "out" / "encoder_vs_picamera2"
 WIDTH, HEIGHT, FPS = 1280, 720, 25
@@ -170,31 +169,6 @@ def picamera2_software_path(frames: list[np.ndarray], total: int, sound: bool = 
     return cpu / total
 
 
-class _Ended(CaptureError):
-    """Every frame has been given."""
-
-
-class ReplayCamera:
-    name = "camera"
-
-    def __init__(self, frames: list[np.ndarray], total: int):
-        self._frames, self._total, self.n = frames, total, 0
-        self.ended = threading.Event()
-
-    def open(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    def read(self, timeout: float) -> CameraFrame:
-        if self.n >= self._total:
-            self.ended.set()
-            raise _Ended("all frames given")
-        picture = av.VideoFrame.from_numpy_buffer(self._frames[self.n % len(self._frames)],
-                                                  format="yuv420p")
-        self.n += 1
-        return CameraFrame(picture, self.n * 1_000_000_000 // FPS)
-
-
 class SilentMicrophone:
     name = "microphone"
 
@@ -212,7 +186,7 @@ def our_chain(frames: list[np.ndarray], total: int) -> float:
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir()
     recipient = str(pyrage.x25519.Identity.generate().to_public())
-    camera = ReplayCamera(frames, total)
+    camera = LoopCamera(frames, total, FPS)
     recorder = Recorder(camera, SilentMicrophone(), directory, recipient, SETTINGS,
                         free_bytes=lambda p: 1 << 40)
     cpu0 = _cpu()
@@ -220,7 +194,7 @@ def our_chain(frames: list[np.ndarray], total: int) -> float:
     camera.ended.wait()
     recorder.stop()
     cpu = _cpu() - cpu0
-    assert isinstance(recorder.error, _Ended), recorder.error
+    assert isinstance(recorder.error, SourceEnded), recorder.error
     assert recorder.frames == total
     shutil.rmtree(directory)
     return cpu / total
